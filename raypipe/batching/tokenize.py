@@ -1,0 +1,96 @@
+"""Tokenize documents into model windows and the units each document will be reported as.
+
+This runs on CPU tasks, before the model stage: the fast tokenizer gives character offsets and
+word ids, from which the units (tokens, words, sentences, ...) are fixed here, so the model
+actors only run forwards and reduce.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from raypipe.corpus import Document
+from raypipe.granularity import Granularity, Units, doc_tokens_from_encodings, group_units
+
+OVERFLOW_MODES = ("truncate", "window")
+
+
+@dataclass
+class TokenizedDoc:
+    """One document, ready for the model: its windows of token ids and its units."""
+
+    doc_id: int | str
+    position: int
+    text: str
+    windows: list[np.ndarray]  # per window, (l_w,) int64 token ids incl. special tokens
+    units: Units               # members index the concatenation of all windows' tokens
+    truncated: bool = False    # tokens beyond max_length were dropped
+
+    @property
+    def n_tokens(self) -> int:
+        return int(sum(len(w) for w in self.windows))
+
+
+@dataclass
+class TokenizeStats:
+    """Counters reported in the shard stats and the job summary, so nothing is dropped silently."""
+
+    docs: int = 0
+    tokens: int = 0
+    truncated: int = 0
+    windowed: int = 0
+    skipped_empty: int = 0
+    skipped_empty_ids: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"docs": self.docs, "tokens": self.tokens, "truncated": self.truncated,
+                "windowed": self.windowed, "skipped_empty": self.skipped_empty}
+
+
+def tokenize_documents(documents: Sequence[Document], tokenizer, *, max_length: int,
+                       overflow: str, granularity: Granularity) -> tuple[list[TokenizedDoc], TokenizeStats]:
+    """Tokenize ``documents``; empty (whitespace-only) documents are skipped and counted.
+
+    ``overflow="truncate"`` keeps the first ``max_length`` tokens and counts the document as
+    truncated; ``"window"`` cuts it into consecutive windows of at most ``max_length`` tokens
+    (each with the model's special tokens) so that every token is covered.
+    """
+    if overflow not in OVERFLOW_MODES:
+        raise ValueError(f"overflow must be one of {OVERFLOW_MODES}, got {overflow!r}")
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("raypipe needs a fast (Rust) tokenizer for character offsets; "
+                         f"{type(tokenizer).__name__} is not one")
+    stats = TokenizeStats()
+    kept = []
+    for doc in documents:
+        if doc.text is None or not doc.text.strip():
+            stats.skipped_empty += 1
+            stats.skipped_empty_ids.append(doc.doc_id)
+        else:
+            kept.append(doc)
+    if not kept:
+        return [], stats
+    enc = tokenizer([d.text for d in kept], truncation=True, max_length=max_length,
+                    return_overflowing_tokens=True, stride=0, return_offsets_mapping=True,
+                    return_special_tokens_mask=True, add_special_tokens=True)
+    per_doc: list[list] = [[] for _ in kept]
+    for window_index, sample in enumerate(enc["overflow_to_sample_mapping"]):
+        per_doc[sample].append(enc.encodings[window_index])
+    out = []
+    for doc, encodings in zip(kept, per_doc):
+        truncated = len(encodings) > 1 and overflow == "truncate"
+        if truncated:
+            encodings = encodings[:1]
+            stats.truncated += 1
+        elif len(encodings) > 1:
+            stats.windowed += 1
+        tokens = doc_tokens_from_encodings(doc.text, encodings, tokenizer)
+        units = group_units(tokens, granularity)
+        windows = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+        item = TokenizedDoc(doc.doc_id, doc.position, doc.text, windows, units, truncated)
+        stats.docs += 1
+        stats.tokens += item.n_tokens
+        out.append(item)
+    return out, stats

@@ -1,0 +1,1 @@
+"""The ``raypipe`` command line."""

@@ -1,0 +1,122 @@
+"""``raypipe``: extract activations at corpus scale on Ray, then look inside the store."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import textwrap
+
+from raypipe import __version__
+from raypipe.cli.arguments import add_config_arguments, config_from_args
+
+EXTRACT_EXAMPLES = """\
+examples:
+  # every token's activation after block 1 and at an MLP, from a local GPT-2, 2 actors:
+  raypipe extract --model ./gpt2 --corpus docs.txt --split-points 1,transformer.h.2.mlp \\
+      --granularity token --actors 2 --out runs/gpt2-acts
+
+  # word vectors (mean of their tokens) from a JSONL corpus, float16 on disk, on 4 GPUs:
+  raypipe extract --model meta-llama/Llama-3.1-8B --corpus data.jsonl --text-column body \\
+      --granularity word --aggregation mean --dtype bfloat16 --store-dtype float16 \\
+      --num-gpus 1 --actors 4 --out s3://bucket/acts
+
+  # the same job from a YAML file (keys are the option names), on a cluster:
+  ray job submit --working-dir . -- raypipe extract --config job.yaml
+
+Re-running the same command resumes: complete shards are kept, the rest are redone.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from raypipe.config import ExtractConfig
+
+    parser = argparse.ArgumentParser(
+        prog="raypipe",
+        description="Interpretability at corpus scale on Ray: stream a model's activations at "
+                    "chosen split points into a Parquet store.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Start with `raypipe demo`, then `raypipe inspect runs/demo`.")
+    parser.add_argument("--version", action="version", version=f"raypipe {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    extract = sub.add_parser(
+        "extract", help="stream activations of a corpus into an ActivationStore",
+        description=textwrap.dedent("""\
+            Run a model over a corpus on a pool of Ray actors and write the activations at the
+            chosen split points, one row per unit (token, word, sentence, ...), into a Parquet
+            store with a manifest."""),
+        epilog=EXTRACT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(extract, ExtractConfig)
+
+    inspect = sub.add_parser("inspect", help="summarise a store: manifest, shards, first rows",
+                             description="Print what an ActivationStore holds and how to read it.")
+    inspect.add_argument("store", help="store directory")
+    inspect.add_argument("--rows", type=int, default=5, help="how many units to show (default 5)")
+
+    demo = sub.add_parser(
+        "demo", help="run the embedded default job (MiniLM over the stdlib docstrings, local Ray)",
+        description="Extract MiniLM token activations (last block) for the Python standard "
+                    "library's docstrings on a local Ray: needs nothing but the install.")
+    demo.add_argument("--out", default="runs/demo", help="store directory (default runs/demo)")
+    demo.add_argument("--max-docs", type=int, default=None, help="only the first N documents")
+    demo.add_argument("--actors", type=int, default=1, help="model actors (default 1)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        if args.command == "extract":
+            return _extract(args)
+        if args.command == "inspect":
+            return _inspect(args)
+        if args.command == "demo":
+            from raypipe.demo import run_demo
+
+            run_demo(out=args.out, max_docs=args.max_docs, actors=args.actors)
+            return 0
+    except KeyboardInterrupt:
+        print("raypipe: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - one clear line for known user errors
+        if _is_user_error(err):
+            print(f"raypipe {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        raise
+    return 1
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from raypipe.config import ExtractConfig
+    from raypipe.extraction import extract_activations
+    from raypipe.extraction.report import print_summary
+
+    config = config_from_args(ExtractConfig, args)
+    result = extract_activations(config)
+    print_summary(result)
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from raypipe.extraction.report import describe_store
+
+    print(describe_store(args.store, rows=args.rows))
+    return 0
+
+
+def _is_user_error(err: Exception) -> bool:
+    from raypipe.config import ConfigError
+    from raypipe.corpus import CorpusError
+    from raypipe.models import ModelLoadError, SplitPointError
+    from raypipe.store import StoreExistsError
+
+    return isinstance(err, (ConfigError, CorpusError, ModelLoadError, SplitPointError,
+                            StoreExistsError, FileNotFoundError))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Typed job configs. YAML keys are the field names; an unknown key is an error naming it.
+
+The CLI is generated from these dataclasses (each field's ``help`` metadata is its ``--help``
+line), so flags, YAML files and the Python API always accept the same options.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raypipe.granularity import Aggregation, Granularity
+
+
+class ConfigError(ValueError):
+    """A job config names an unknown key or holds an invalid value."""
+
+
+def _opt(default: Any, help: str, **meta: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **meta})
+    return field(default=default, metadata={"help": help, **meta})
+
+
+# Fields that change how a job runs but not what it writes; left out of the config hash so a
+# resumed job may use more actors, other GPUs or another batch budget.
+RUNTIME_ONLY = frozenset({"actors", "num_gpus", "num_cpus", "torch_threads", "address",
+                          "batch_tokens", "progress"})
+
+
+@dataclass
+class ExtractConfig:
+    """An activation-extraction job: corpus → model actors → ActivationStore."""
+
+    model: str = _opt("", "model: a local folder (save_pretrained) or a hub id", required=True)
+    corpus: Any = _opt("", "corpus: a .txt (one document per line), .jsonl, .csv/.tsv, .parquet, a "
+                       "datasets.save_to_disk folder, 'hf:NAME', or 'stdlib:docstrings'", required=True)
+    out: str = _opt("", "output store directory (local path or a pyarrow URI such as s3://...)",
+                    required=True)
+    split_points: list = _opt([-1], "comma-separated split points: block indices (0 = first block, "
+                              "-1 = last) or module paths such as encoder.layer.3.output")
+    granularity: str = _opt("token", "unit of each stored row: all_tokens, token, cls_token, sample, "
+                            "word, sentence")
+    aggregation: str = _opt("mean", "how tokens of a word/sentence/sample are reduced: mean, max, "
+                            "min, sum, signed_max")
+    text_column: str = _opt("text", "text column of JSONL/CSV/Parquet/HF corpora")
+    id_column: str | None = _opt(None, "column to use as doc_id (default: the 0-based row/line number)")
+    corpus_format: str | None = _opt(None, "force the corpus format: text, jsonl, csv, parquet, hf_disk")
+    max_docs: int | None = _opt(None, "only the first N documents of the corpus")
+    dtype: str = _opt("float32", "model compute dtype: float32, float16, bfloat16")
+    store_dtype: str | None = _opt(None, "dtype of stored activations (default: same as --dtype)")
+    max_length: int | None = _opt(None, "tokens per sequence (default: the model's maximum)")
+    overflow: str = _opt("truncate", "documents longer than max_length: 'truncate' (counted and "
+                         "reported) or 'window' (consecutive windows, every token kept)")
+    padding_side: str = _opt("right", "padding side for batches; right is exact for encoders and "
+                             "causal LMs alike")
+    auto_class: str | None = _opt(None, "transformers auto class, e.g. AutoModelForCausalLM "
+                                  "(default: chosen from the model config)")
+    output_index: int = _opt(0, "which element of a tuple-valued module output is the hidden state")
+    trust_remote_code: bool = _opt(False, "allow models with custom code (off unless asked)")
+    device_map: str | None = _opt(None, "accelerate device_map inside each actor (default: 'auto' "
+                                  "when the actor owns GPUs, CPU otherwise)")
+    actors: int = _opt(1, "number of model actors (each holds one copy of the model)")
+    num_gpus: float = _opt(0.0, "GPUs per model actor (>1 shards the model over them)")
+    num_cpus: float = _opt(1.0, "CPUs reserved per model actor")
+    torch_threads: int | None = _opt(None, "torch threads per actor (default: this node's cores / "
+                                     "actors on CPU)")
+    batch_tokens: int = _opt(8192, "padded tokens per micro-batch on the model actors")
+    docs_per_shard: int = _opt(512, "documents per output shard (the unit of resuming)")
+    address: str | None = _opt(None, "Ray address to join (default: RAY_ADDRESS, else a local Ray)")
+    progress: bool = _opt(True, "show a progress bar")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.split_points, (str, int)):
+            self.split_points = parse_split_points(self.split_points)
+        self.split_points = [int(p) if isinstance(p, str) and _is_int(p) else p
+                             for p in self.split_points]
+        for name in ("model", "out"):
+            if not getattr(self, name):
+                raise ConfigError(f"'{name}' is required (--{name.replace('_', '-')})")
+        if self.corpus in ("", None, []):
+            raise ConfigError("'corpus' is required (--corpus)")
+        gran = Granularity.parse(self.granularity)
+        if gran is Granularity.ALL:
+            raise ConfigError("granularity 'all' is the padded (n, l, d) tensor of the in-memory API "
+                              "(SplitModel); a store needs rows: use all_tokens or token")
+        self.granularity = gran.value
+        self.aggregation = Aggregation.parse(self.aggregation).value
+        for name, allowed in (("dtype", DTYPES), ("overflow", ("truncate", "window")),
+                              ("padding_side", ("right", "left"))):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        if self.store_dtype is None:
+            self.store_dtype = self.dtype
+        if self.store_dtype not in DTYPES:
+            raise ConfigError(f"store_dtype={self.store_dtype!r} is not one of {', '.join(DTYPES)}")
+        for name in ("actors", "batch_tokens", "docs_per_shard"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_length is not None and self.max_length < 2:
+            raise ConfigError(f"max_length must be >= 2, got {self.max_length}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        if not isinstance(d["corpus"], str):
+            d["corpus"] = f"<python list of {len(self.corpus)} documents>"
+        return d
+
+    def output_fields(self) -> dict:
+        """The fields that determine the store's content (what the config hash covers)."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_ONLY}
+
+    def config_hash(self, corpus_fingerprint: dict | None = None) -> str:
+        payload = {"config": self.output_fields(), "corpus": corpus_fingerprint or {}}
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+        return True
+    except ValueError:
+        return False
+
+
+def parse_split_points(value: str | int | list) -> list:
+    """``"1,encoder.layer.2"`` → ``[1, "encoder.layer.2"]``."""
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, list):
+        return value
+    parts = [p.strip() for p in str(value).split(",") if p.strip()]
+    return [int(p) if _is_int(p) else p for p in parts]
+
+
+def config_from_dict(cls: type, values: dict, source: str = "config") -> Any:
+    """Build ``cls`` from a dict, rejecting unknown keys with the closest valid names."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            close = difflib.get_close_matches(key.replace("-", "_"), names, n=3)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ConfigError(f"unknown key {key!r} in {source}.{hint} Valid keys: {', '.join(names)}")
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise ConfigError(f"invalid {source}: {err}") from err
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a job file; its top level must be a mapping of config keys."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys, got {type(data).__name__}")
+    return data

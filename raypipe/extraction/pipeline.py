@@ -1,0 +1,184 @@
+"""The extraction driver: plan → Ray Data pipeline → manifest, resumable at shard granularity.
+
+Data flow (one Ray Data dataset, streamed with backpressure, so memory stays flat):
+
+    pending shard ids ──► tokenize_shard (CPU tasks) ──► ExtractShard (actor pool) ──► records
+                                                           │ writes shards/shard-N.parquet
+    driver: each record returned is added to manifest.json (atomic rewrite)
+
+A shard is listed in the manifest only after its file was committed, so a job killed at any
+point resumes by re-running the same command: listed shards are skipped, the rest are redone
+under the same names (never duplicated).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+from raypipe import __version__
+from raypipe.config import ExtractConfig
+from raypipe.extraction.extract_stage import FAULT_ENV, ExtractShard
+from raypipe.extraction.plan import ExtractPlan, plan_extraction
+from raypipe.extraction.tokenize_stage import tokenize_shard
+from raypipe.store import ShardRecord, StoreWriter
+
+log = logging.getLogger("raypipe.extract")
+
+_FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", FAULT_ENV)
+
+
+@dataclass
+class ExtractResult:
+    """What a finished (or resumed) job did; also stored as the manifest's ``summary``."""
+
+    store: str
+    documents: int = 0
+    units: int = 0
+    tokens: int = 0
+    truncated: int = 0
+    windowed: int = 0
+    skipped_empty: int = 0
+    decode_fallbacks: int = 0
+    unreadable: int = 0
+    shards_written: int = 0
+    shards_skipped: int = 0
+    wall_seconds: float = 0.0
+    model_seconds: float = 0.0
+    problems: list = field(default_factory=list)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.wall_seconds if self.wall_seconds else 0.0
+
+    @property
+    def model_tokens_per_second(self) -> float:
+        """Steady state: tokens over the time actors spent on shards (forward + reduce + write)."""
+        return self.tokens / self.model_seconds if self.model_seconds else 0.0
+
+    def add(self, stats: dict) -> None:
+        for key in ("truncated", "windowed", "skipped_empty", "decode_fallbacks", "unreadable",
+                    "tokens"):
+            setattr(self, key, getattr(self, key) + int(stats.get(key, 0)))
+        self.documents += int(stats.get("docs", 0))
+        self.units += int(stats.get("units", 0))
+        self.model_seconds += float(stats.get("seconds", 0.0))
+        self.problems.extend(stats.get("problems", [])[: max(0, 100 - len(self.problems))])
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items()}
+        d["tokens_per_second"] = round(self.tokens_per_second, 1)
+        d["model_tokens_per_second"] = round(self.model_tokens_per_second, 1)
+        return d
+
+
+def extract_activations(config: ExtractConfig) -> ExtractResult:
+    """Run (or resume) an extraction job and return its summary."""
+    t0 = time.perf_counter()
+    plan = plan_extraction(config)
+    fingerprint = plan.corpus.describe()
+    writer = StoreWriter(config.out, _manifest_header(config, plan, fingerprint),
+                         config.config_hash(fingerprint))
+    result = ExtractResult(store=config.out)
+    pending = []
+    for shard_id, start, stop in plan.shards:
+        if writer.is_complete(shard_id):
+            result.shards_skipped += 1
+            result.add(writer.completed[shard_id].stats)
+        else:
+            pending.append({"shard_id": shard_id, "doc_start": start, "doc_end": stop})
+    if result.shards_skipped:
+        log.info("resuming %s: %d shards already complete, %d to go", config.out,
+                 result.shards_skipped, len(pending))
+    if pending:
+        _run_pending(config, plan, writer, pending, result)
+    result.wall_seconds = time.perf_counter() - t0
+    writer.finalize(result.as_dict())
+    return result
+
+
+def _run_pending(config: ExtractConfig, plan: ExtractPlan, writer: StoreWriter, pending: list[dict],
+                 result: ExtractResult) -> None:
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext
+
+    _init_ray(config)
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.execution_options.preserve_order = False
+    ds = ray.data.from_items(pending, override_num_blocks=len(pending))
+    ds = ds.map_batches(tokenize_shard, batch_size=1, num_cpus=0.5, fn_kwargs=dict(
+        corpus=plan.corpus, tokenizer_name=plan.tokenizer_name,
+        trust_remote_code=config.trust_remote_code, max_length=plan.max_length,
+        overflow=config.overflow, granularity=config.granularity))
+    actor_args = {}
+    if FAULT_ENV in os.environ:  # test hook: reach actors of an already-running Ray too
+        actor_args["runtime_env"] = {"env_vars": {FAULT_ENV: os.environ[FAULT_ENV]}}
+    ds = ds.map_batches(ExtractShard, batch_size=1, compute=ActorPoolStrategy(size=config.actors),
+                        num_cpus=config.num_cpus, num_gpus=config.num_gpus or None, **actor_args,
+                        fn_constructor_kwargs={"config": config.to_dict() | {"corpus": "-"},
+                                               "store_root": config.out})
+    total_docs = sum(p["doc_end"] - p["doc_start"] for p in pending)
+    with _progress(config, total_docs) as bar:
+        start = time.perf_counter()
+        tokens = 0
+        for row in ds.iter_rows():
+            record = ShardRecord(**json.loads(row["record"]))
+            writer.record(record)
+            result.shards_written += 1
+            result.add(record.stats)
+            tokens += int(record.stats.get("tokens", 0))
+            bar.update(record.doc_end - record.doc_start)
+            bar.set_postfix(tokens_per_s=f"{tokens / max(time.perf_counter() - start, 1e-9):,.0f}")
+
+
+def _init_ray(config: ExtractConfig) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
+    address = config.address or os.environ.get("RAY_ADDRESS")
+    # Inside `ray job submit` the job's runtime env already reaches every worker, and Ray refuses
+    # to merge a second one that sets the same variables.
+    runtime_env = {"env_vars": env} if env and not os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") else None
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True,
+                 logging_level=logging.WARNING)
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Logical CPUs: room for every actor plus tokenize tasks, or a 2-core laptop with 2 actors
+    # would have no CPU left for stage 1 and stall.
+    cpus = max(os.cpu_count() or 1, math.ceil(config.actors * config.num_cpus) + 1)
+    ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=runtime_env,
+             logging_level=logging.WARNING, log_to_driver=True)
+
+
+def _progress(config: ExtractConfig, total: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="doc", desc="extract", disable=not config.progress,
+                dynamic_ncols=True)
+
+
+def _manifest_header(config: ExtractConfig, plan: ExtractPlan, fingerprint: dict) -> dict:
+    return {
+        "raypipe_version": __version__,
+        "model": config.model,
+        "model_type": plan.model_type,
+        "tokenizer": plan.tokenizer_name,
+        "split_points": plan.split_points,
+        "granularity": config.granularity,
+        "aggregation": config.aggregation,
+        "dtype": config.dtype,
+        "store_dtype": config.store_dtype,
+        "max_length": plan.max_length,
+        "overflow": config.overflow,
+        "documents": plan.n_docs,
+        "docs_per_shard": config.docs_per_shard,
+        "corpus": fingerprint,
+        "config": config.to_dict(),
+    }

@@ -1,0 +1,52 @@
+"""What a job will do, decided on the driver before any Ray work starts.
+
+Split points are resolved on a weightless copy of the model (accelerate's
+``init_empty_weights``), so a wrong split point or an unknown model fails in a second, with the
+valid choices listed, instead of after actors have loaded weights — and the driver never holds
+the weights of a large model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raypipe.config import ExtractConfig
+from raypipe.corpus import CorpusSource, open_corpus
+
+
+@dataclass
+class ExtractPlan:
+    corpus: CorpusSource
+    n_docs: int
+    split_points: list[str]
+    max_length: int
+    tokenizer_name: str
+    model_type: str
+    shards: list[tuple[int, int, int]]  # (shard_id, doc_start, doc_end)
+
+
+def plan_extraction(config: ExtractConfig) -> ExtractPlan:
+    from raypipe.models import resolve_split_points
+    from raypipe.models.meta_model import load_meta_model
+
+    corpus = open_corpus(config.corpus, text_column=config.text_column, id_column=config.id_column,
+                         format=config.corpus_format)
+    n_docs = len(corpus) if config.max_docs is None else min(len(corpus), config.max_docs)
+    meta, tokenizer = load_meta_model(config.model, auto_class=config.auto_class,
+                                      trust_remote_code=config.trust_remote_code)
+    split_points = resolve_split_points(meta, config.split_points)
+    max_length = config.max_length or model_max_length(meta.config, tokenizer)
+    step = config.docs_per_shard
+    shards = [(i, start, min(start + step, n_docs)) for i, start in enumerate(range(0, n_docs, step))]
+    return ExtractPlan(corpus, n_docs, split_points, max_length, config.model,
+                       getattr(meta.config, "model_type", "?"), shards)
+
+
+def model_max_length(model_config, tokenizer) -> int:
+    """The longest sequence the model takes: its position table, capped by the tokenizer."""
+    limits = [getattr(model_config, name, None) for name in
+              ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length")]
+    limits = [int(v) for v in limits if isinstance(v, int) and v > 0]
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_limit, int) and 0 < tok_limit < 1_000_000:
+        limits.append(tok_limit)
+    return min(limits) if limits else 512

@@ -1,0 +1,44 @@
+"""Stage 1 (CPU tasks): read one shard's documents and tokenize them.
+
+The output row carries the shard as one pickled payload: the model stage needs whole shards,
+because a shard is the unit that is written, committed and resumed.
+"""
+from __future__ import annotations
+
+import functools
+import pickle
+
+import numpy as np
+
+from raypipe.batching import tokenize_documents
+from raypipe.corpus import CorpusSource
+from raypipe.granularity import Granularity
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(name: str, trust_remote_code: bool):
+    """One tokenizer per worker process: Ray reuses workers across tasks, so this loads once."""
+    from raypipe.models.loading import load_tokenizer
+
+    return load_tokenizer(name, trust_remote_code=trust_remote_code)
+
+
+def tokenize_shard(batch: dict[str, np.ndarray], *, corpus: CorpusSource, tokenizer_name: str,
+                   trust_remote_code: bool, max_length: int, overflow: str,
+                   granularity: str) -> dict[str, np.ndarray]:
+    """``{shard_id, doc_start, doc_end}`` rows → ``{shard_id, payload}`` rows."""
+    tokenizer = _tokenizer(tokenizer_name, trust_remote_code)
+    gran = Granularity.parse(granularity)
+    payloads = []
+    for shard_id, start, stop in zip(batch["shard_id"], batch["doc_start"], batch["doc_end"]):
+        read = corpus.read_range(int(start), int(stop))
+        docs, stats = tokenize_documents(read.documents, tokenizer, max_length=max_length,
+                                         overflow=overflow, granularity=gran)
+        counters = stats.as_dict()
+        counters["decode_fallbacks"] = read.decode_fallbacks
+        counters["unreadable"] = len(read.problems)
+        payloads.append(pickle.dumps({
+            "shard_id": int(shard_id), "doc_start": int(start), "doc_end": int(stop),
+            "docs": docs, "stats": counters, "problems": read.problems[:100],
+        }, protocol=pickle.HIGHEST_PROTOCOL))
+    return {"shard_id": np.asarray(batch["shard_id"]), "payload": np.asarray(payloads, dtype=object)}

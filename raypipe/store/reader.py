@@ -1,0 +1,269 @@
+"""Read an activation store: whole arrays, streamed batches, Ray and HF datasets, verification.
+
+Only shards listed in the manifest are read; stray ``.tmp`` files and unlisted shard files are
+ignored. Shards are read in ``shard_id`` order, which is corpus order (see layout.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import torch
+
+from raypipe.store.layout import (MANIFEST_NAME, METADATA_COLUMNS, SHARDS_DIR,
+                                  activation_columns, decode_activations,
+                                  decode_activations_into, resolve_store)
+from raypipe.store.manifest import read_manifest
+from raypipe.store.shard_writer import ShardRecord
+
+if TYPE_CHECKING:
+    import datasets
+    import ray.data
+
+_HASH_CHUNK = 8 * 2**20
+
+
+class ActivationStore:
+    """A finished (or partly finished) store written by ``StoreWriter`` and ``write_shard``.
+
+    >>> store = ActivationStore("out/minilm")
+    >>> x = store.to_numpy("encoder.layer.5")        # (rows, d) float32
+    >>> for batch in store.iter_batches(batch_size=4096, shuffle_buffer=65536):
+    ...     batch["activations"]                      # (b, d) float32, plus doc_id, unit
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        self._fs, self._base = resolve_store(path)
+        manifest = read_manifest(self._fs, self._base)
+        if manifest is None:
+            raise FileNotFoundError(
+                f"no activation store at {self.path!r}: expected {self.path}/{MANIFEST_NAME} and "
+                f"{self.path}/{SHARDS_DIR}/shard-*.parquet, as written by an extraction run. "
+                "Pass the --out directory of that run.")
+        self.manifest: dict = manifest
+        self.shards: list[ShardRecord] = sorted(
+            (ShardRecord.from_dict(s) for s in manifest.get("shards", [])),
+            key=lambda r: r.shard_id)
+        self.split_points: list[str] = list(self._columns)
+
+    @cached_property
+    def _columns(self) -> dict[str, tuple[str, int]]:
+        """``{split path: (store dtype, d)}`` in manifest order.
+
+        The first shard's field metadata is the source of truth; the manifest's ``split_points``
+        (when they name the same columns) only fixes the order. A store without shards falls
+        back to the manifest's ``dtype`` and ``hidden_sizes``.
+        """
+        listed = self.manifest.get("split_points")
+        listed = listed if isinstance(listed, list) and all(isinstance(p, str) for p in listed) \
+            else None
+        if self.shards:
+            cols = activation_columns(pq.read_schema(self._file(self.shards[0]),
+                                                     filesystem=self._fs))
+            if listed is not None and sorted(listed) == sorted(cols):
+                return {p: cols[p] for p in listed}
+            return cols
+        sizes = self.manifest.get("hidden_sizes") or {}
+        return {p: (self.manifest.get("dtype", "float32"), int(sizes.get(p, 0)))
+                for p in (listed or [])}
+
+    def __len__(self) -> int:
+        return sum(r.rows for r in self.shards)
+
+    def __repr__(self) -> str:
+        return (f"ActivationStore({self.path!r}, rows={len(self)}, shards={len(self.shards)}, "
+                f"split_points={self.split_points}, status={self.manifest.get('status')!r})")
+
+    def _file(self, rec: ShardRecord) -> str:
+        return f"{self._base}/{rec.name}"
+
+    def _split(self, split: str | int | None) -> str:
+        """Path, index into ``split_points``, or None (only with one split point) → path."""
+        valid = self.split_points
+        if split is None:
+            if len(valid) == 1:
+                return valid[0]
+            raise KeyError(f"store {self.path!r} has {len(valid)} split points {valid}; pass "
+                           "split= one of them (a path or an index)")
+        if isinstance(split, (int, np.integer)) and not isinstance(split, bool):
+            if -len(valid) <= split < len(valid):
+                return valid[split]
+        elif split in valid:
+            return split
+        raise KeyError(f"unknown split point {split!r} in store {self.path!r}; valid: {valid} "
+                       f"(or an index 0..{len(valid) - 1})")
+
+    def dim(self, split: str | int | None = None) -> int:
+        """Hidden size ``d`` of a split point's vectors."""
+        return self._columns[self._split(split)][1]
+
+    def _read(self, rec: ShardRecord, columns: list[str]) -> pa.Table:
+        return pq.read_table(self._file(rec), columns=columns, filesystem=self._fs)
+
+    def _check_columns(self, columns: tuple[str, ...]) -> None:
+        bad = [c for c in columns if c not in METADATA_COLUMNS]
+        if bad:
+            raise KeyError(f"unknown metadata columns {bad}; valid: {list(METADATA_COLUMNS)}")
+
+    def units(self) -> pa.Table:
+        """``doc_id, unit, text, char_start, char_end`` of every row, in store order."""
+        tables = [self._read(r, list(METADATA_COLUMNS)) for r in self.shards]
+        if not tables:
+            return pa.table({"doc_id": pa.array([], pa.int64()), "unit": pa.array([], pa.int32()),
+                             "text": pa.array([], pa.string()),
+                             "char_start": pa.array([], pa.int64()),
+                             "char_end": pa.array([], pa.int64())})
+        return pa.concat_tables(tables)
+
+    def to_numpy(self, split: str | int | None = None) -> np.ndarray:
+        """All rows of one split point → float32 ``(rows, d)``, in ``units()`` order."""
+        path = self._split(split)
+        dtype, dim = self._columns[path]
+        out = np.empty((len(self), dim), dtype=np.float32)
+        row = 0
+        for rec in self.shards:
+            col = self._read(rec, [path]).column(path)
+            if row + len(col) > len(out):
+                raise ValueError(f"shard {rec.name} has more rows than the manifest's {rec.rows}; "
+                                 "run verify() to list damaged shards")
+            decode_activations_into(col, dtype, dim, out[row:row + len(col)])
+            row += len(col)
+        if row != len(out):
+            raise ValueError(f"store {self.path!r} shards hold {row} rows, the manifest lists "
+                             f"{len(out)}; run verify() to list damaged shards")
+        return out
+
+    def to_torch(self, split: str | int | None = None, dtype=torch.float32) -> torch.Tensor:
+        """``to_numpy`` as a CPU tensor of ``dtype`` ``(rows, d)``."""
+        return torch.from_numpy(self.to_numpy(split)).to(dtype)
+
+    def iter_batches(self, split: str | int | None = None, batch_size: int = 1024, *,
+                     shuffle_buffer: int | None = None, seed: int = 0,
+                     columns: tuple[str, ...] = ("doc_id", "unit"),
+                     drop_last: bool = False) -> Iterator[dict[str, np.ndarray]]:
+        """Stream ``{"activations": (b, d) float32, <column>: (b,)}`` batches, shard by shard.
+
+        Memory holds one decoded shard plus the carried-over rows. Without ``shuffle_buffer``
+        rows come in store order. With it, shards are visited in a seeded random order and
+        rows pass through a buffer of about ``shuffle_buffer`` rows: each time a shard arrives,
+        the buffer and the shard are permuted together and everything beyond ``shuffle_buffer``
+        rows is emitted, so every emitted row is a uniform draw from the pooled rows. The same
+        ``seed`` gives the same batches; every row comes exactly once per pass (the last batch
+        may be short unless ``drop_last``).
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if shuffle_buffer is not None and shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be >= 0 or None, got {shuffle_buffer}")
+        columns = tuple(columns)
+        self._check_columns(columns)
+        path = self._split(split)  # checked here, not at the first next()
+        return self._batches(path, batch_size, shuffle_buffer, seed, columns, drop_last)
+
+    def _batches(self, path: str, batch_size: int, shuffle_buffer: int | None, seed: int,
+                 columns: tuple[str, ...], drop_last: bool) -> Iterator[dict[str, np.ndarray]]:
+        dtype, dim = self._columns[path]
+        rng = np.random.default_rng(seed)
+        order = list(self.shards)
+        if shuffle_buffer is not None:
+            order = [order[i] for i in rng.permutation(len(order))]
+        keep = 0 if shuffle_buffer is None else shuffle_buffer
+        pool: dict[str, np.ndarray] | None = None
+        for rec in order:
+            table = self._read(rec, [*columns, path])
+            shard = {c: table.column(c).to_numpy() for c in columns}
+            shard["activations"] = decode_activations(table.column(path), dtype, dim)
+            pool = shard if pool is None else {k: np.concatenate([pool[k], shard[k]])
+                                               for k in shard}
+            if shuffle_buffer is not None:
+                pool = _take(pool, rng.permutation(_rows(pool)))
+            n_out = max(0, _rows(pool) - keep) // batch_size * batch_size
+            for start in range(0, n_out, batch_size):
+                yield {k: v[start:start + batch_size] for k, v in pool.items()}
+            pool = {k: v[n_out:] for k, v in pool.items()}
+        if pool is None or _rows(pool) == 0:
+            return
+        if shuffle_buffer is not None:
+            pool = _take(pool, rng.permutation(_rows(pool)))
+        n = _rows(pool)
+        stop = n // batch_size * batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            yield {k: v[start:start + batch_size] for k, v in pool.items()}
+
+    def to_ray_dataset(self) -> "ray.data.Dataset":
+        """``ray.data.read_parquet`` over the listed shard files.
+
+        Activation columns stay raw bytes (fixed-size binary); decode them inside
+        ``map_batches`` with ``decode_activations(col, dtype, dim)``. Needs a Ray runtime.
+        """
+        import ray.data
+
+        if not self.shards:
+            raise ValueError(f"store {self.path!r} lists no shards yet; nothing to read")
+        return ray.data.read_parquet([self._file(r) for r in self.shards], filesystem=self._fs)
+
+    def to_hf_dataset(self, split: str | int | None = None) -> "datasets.Dataset":
+        """Metadata columns plus ``"activations"`` as fixed-length float32 lists (in memory)."""
+        import datasets
+        from datasets.table import InMemoryTable
+
+        x = self.to_numpy(split)
+        acts = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])
+        table = self.units().append_column("activations", acts)
+        return datasets.Dataset(InMemoryTable(table))
+
+    def verify(self) -> list[str]:
+        """Re-check every listed shard's size, checksum, row count and columns.
+
+        Returns one message per problem; an empty list means the store is intact.
+        """
+        problems = []
+        total = 0
+        for rec in self.shards:
+            total += rec.rows
+            problems.extend(self._verify_shard(rec))
+        if self.manifest.get("rows") not in (None, total):
+            problems.append(f"manifest rows={self.manifest['rows']} but its shards sum to {total}")
+        return problems
+
+    def _verify_shard(self, rec: ShardRecord) -> list[str]:
+        path = self._file(rec)
+        info = self._fs.get_file_info(path)
+        if info.type != pafs.FileType.File:
+            return [f"{rec.name}: listed in the manifest but missing"]
+        if info.size != rec.bytes:
+            return [f"{rec.name}: {info.size} bytes on disk, manifest says {rec.bytes}"]
+        digest = hashlib.sha256()
+        with self._fs.open_input_stream(path) as stream:
+            while chunk := stream.read(_HASH_CHUNK):
+                digest.update(chunk)
+        if f"sha256:{digest.hexdigest()}" != rec.checksum:
+            return [f"{rec.name}: checksum sha256:{digest.hexdigest()} != manifest {rec.checksum}"]
+        try:
+            meta = pq.read_metadata(path, filesystem=self._fs)
+            schema = pq.read_schema(path, filesystem=self._fs)
+        except (OSError, pa.ArrowException) as exc:
+            return [f"{rec.name}: not a readable Parquet file ({exc})"]
+        problems = []
+        if meta.num_rows != rec.rows:
+            problems.append(f"{rec.name}: {meta.num_rows} rows, manifest says {rec.rows}")
+        missing = [c for c in (*METADATA_COLUMNS, *self.split_points) if c not in schema.names]
+        if missing:
+            problems.append(f"{rec.name}: lacks columns {missing}")
+        return problems
+
+
+def _rows(pool: dict[str, np.ndarray]) -> int:
+    return len(pool["activations"])
+
+
+def _take(pool: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
+    return {k: v[idx] for k, v in pool.items()}

@@ -1,0 +1,51 @@
+"""Run inside the interpreto venv: time ``ModelWithSplitPoints.get_activations`` on a corpus file.
+
+Prints one JSON line: load_seconds (model + tokenizer + wrapper), call_seconds (get_activations,
+TOKEN granularity, texts in corpus order as a user would pass them), rows and dim of the result.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", required=True)
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--split", default="encoder.layer.1")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = p.parse_args()
+
+    import torch
+    from interpreto import ModelWithSplitPoints
+    from transformers import AutoModel, AutoTokenizer
+
+    torch.set_num_threads(args.threads)
+    with open(args.corpus, encoding="utf-8") as fh:
+        texts = fh.read().split("\n")[:-1]
+
+    t0 = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    mwsp = ModelWithSplitPoints(args.model, split_point=args.split, automodel=AutoModel,
+                                tokenizer=tokenizer, batch_size=args.batch_size, device_map="cpu")
+    load = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    acts, _ = mwsp.get_activations(texts, activation_granularity=ModelWithSplitPoints.activation_granularities.TOKEN)
+    call = time.perf_counter() - t0
+    if isinstance(acts, dict):  # a mapping split point -> tensor in some versions
+        acts = next(iter(acts.values()))
+    print(json.dumps({"load_seconds": load, "call_seconds": call, "rows": int(acts.shape[0]),
+                      "dim": int(acts.shape[-1]), "texts": len(texts), "split": args.split,
+                      "batch_size": args.batch_size, "threads": torch.get_num_threads()}))
+
+
+if __name__ == "__main__":
+    main()

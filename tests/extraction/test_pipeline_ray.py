@@ -1,0 +1,171 @@
+"""The whole job on a local Ray: store contents, actors, faults, resuming, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raypipe import ActivationStore
+from raypipe.config import ExtractConfig
+from raypipe.corpus import CorpusError
+from raypipe.extraction import extract_activations
+from raypipe.extraction.extract_stage import FAULT_ENV
+from raypipe.models import ModelLoadError, SplitPointError
+from raypipe.store import StoreExistsError
+
+pytestmark = pytest.mark.ray
+
+CORPUS = [f"Document number {i} talks about {'cats' if i % 2 else 'dogs'} and tokens." for i in range(30)]
+CORPUS[7] = ""      # empty: skipped and counted
+CORPUS[12] = "   "  # whitespace only: same
+
+
+def job(model: str, out: Path, **overrides) -> ExtractConfig:
+    values = dict(model=model, corpus=CORPUS, out=str(out), split_points=[1, -1],
+                  granularity="token", docs_per_shard=8, progress=False)
+    values.update(overrides)
+    return ExtractConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def reference(ray_local, minilm_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "store"
+    result = extract_activations(job(minilm_path, out))
+    return out, result
+
+
+def same_store(a: Path, b: Path) -> None:
+    sa, sb = ActivationStore(str(a)), ActivationStore(str(b))
+    assert sa.units().equals(sb.units())
+    for p in sa.split_points:
+        np.testing.assert_array_equal(sa.to_numpy(p), sb.to_numpy(p))
+
+
+def test_job_writes_every_unit_once(reference, minilm_path):
+    out, result = reference
+    store = ActivationStore(str(out))
+    assert store.manifest["status"] == "complete"
+    assert store.split_points == ["encoder.layer.1", "encoder.layer.5"]
+    assert len(store.manifest["shards"]) == 4
+    units = store.units()
+    keys = list(zip(units.column("doc_id").to_pylist(), units.column("unit").to_pylist()))
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    assert set(units.column("doc_id").to_pylist()) == set(range(30)) - {7, 12}
+    assert result.skipped_empty == 2 and result.documents == 28
+    assert store.to_numpy("encoder.layer.5").shape == (len(store), 384)
+    assert store.verify() == []
+
+
+def test_two_actors_and_other_batch_budget_give_the_same_rows(reference, minilm_path, tmp_path):
+    out = tmp_path / "two"
+    extract_activations(job(minilm_path, out, actors=2, num_cpus=0.5, batch_tokens=64))
+    same_store(reference[0], out)
+
+
+def test_killed_actor_is_restarted_without_duplicates(reference, minilm_path, tmp_path, monkeypatch):
+    marker = tmp_path / "killed-once"
+    monkeypatch.setenv(FAULT_ENV, f"{marker}:2")
+    out = tmp_path / "faulty"
+    extract_activations(job(minilm_path, out))
+    assert marker.exists(), "the fault hook fired: an actor died on shard 2"
+    same_store(reference[0], out)
+
+
+def test_resume_after_some_shards_equals_uninterrupted(reference, minilm_path, tmp_path):
+    out = tmp_path / "resumed"
+    extract_activations(job(minilm_path, out))
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    dropped = manifest["shards"][2:]
+    manifest["shards"] = manifest["shards"][:2]     # as if the driver died after 2 shards
+    manifest["status"] = "running"
+    manifest_path.write_text(json.dumps(manifest))
+    (out / dropped[0]["name"]).unlink()             # one shard file never finished
+    result = extract_activations(job(minilm_path, out))
+    assert result.shards_skipped == 2 and result.shards_written == 2
+    same_store(reference[0], out)
+
+
+def test_killed_driver_resumes_with_same_command(reference, minilm_path, tmp_path):
+    out = tmp_path / "killed-driver"
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(CORPUS) + "\n")
+    cmd = [sys.executable, "-m", "raypipe.cli.main", "extract", "--model", minilm_path,
+           "--corpus", str(corpus), "--split-points", "1,-1", "--granularity", "token",
+           "--docs-per-shard", "2", "--out", str(out), "--no-progress"]
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            if (out / "manifest.json").exists():
+                shards = json.loads((out / "manifest.json").read_text()).get("shards", [])
+                if shards:
+                    break
+            if proc.poll() is not None:
+                break
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    first = json.loads((out / "manifest.json").read_text())
+    assert first["status"] != "complete", "the driver was killed before it finished"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "already complete" in done.stdout
+    store = ActivationStore(str(out))
+    ref = ActivationStore(str(reference[0]))
+    assert store.units().equals(ref.units())
+    np.testing.assert_allclose(store.to_numpy("encoder.layer.5"), ref.to_numpy("encoder.layer.5"),
+                               atol=1e-5)
+
+
+def test_latin1_corpus_is_decoded_and_counted(ray_local, minilm_path, shared_data, tmp_path):
+    lines = (shared_data / "rt-polarity" / "rt-polarity.neg").read_bytes().split(b"\n")[:300]
+    src = tmp_path / "neg.txt"
+    src.write_bytes(b"\n".join(lines))
+    result = extract_activations(ExtractConfig(model=minilm_path, corpus=str(src), out=str(tmp_path / "s"),
+                                               granularity="sample", progress=False))
+    assert result.decode_fallbacks == sum(1 for l in lines if not _utf8(l))
+    assert result.decode_fallbacks > 0
+    store = ActivationStore(str(tmp_path / "s"))
+    assert len(store) == sum(1 for l in lines if l.strip())
+
+
+def _utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def test_bad_inputs_fail_early_and_clearly(minilm_path, tmp_path):
+    with pytest.raises(ModelLoadError, match="no-such-model"):
+        extract_activations(job(str(tmp_path / "no-such-model"), tmp_path / "a"))
+    with pytest.raises(SplitPointError, match="encoder.layer"):
+        extract_activations(job(minilm_path, tmp_path / "b", split_points=["encoder.layers.1"]))
+    with pytest.raises(CorpusError, match="not found|does not exist"):
+        extract_activations(job(minilm_path, tmp_path / "c", corpus=str(tmp_path / "missing.txt")))
+    table = tmp_path / "t.jsonl"
+    table.write_text('{"body": "hello"}\n')
+    with pytest.raises(CorpusError, match="body"):
+        extract_activations(job(minilm_path, tmp_path / "d", corpus=str(table)))
+
+
+def test_other_config_into_existing_store_is_refused_and_keeps_data(reference, minilm_path):
+    out, _ = reference
+    before = (out / "manifest.json").read_text()
+    with pytest.raises(StoreExistsError, match="granularity"):
+        extract_activations(job(minilm_path, out, granularity="word"))
+    assert (out / "manifest.json").read_text() == before
+    assert ActivationStore(str(out)).verify() == []

@@ -1,0 +1,174 @@
+"""Reading a store back: order, batches, shuffling, HF/Ray datasets, verification."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from raypipe.store import ActivationStore, StoreWriter, decode_activations, write_shard
+
+from tests.store.store_factories import DIMS, SPLITS, make_header, make_units
+
+
+def test_missing_manifest_says_what_to_expect(tmp_path):
+    with pytest.raises(FileNotFoundError, match="manifest.json") as info:
+        ActivationStore(tmp_path / "nowhere")
+    assert "--out" in str(info.value)
+
+
+def test_to_numpy_matches_written_vectors_in_units_order(small_store):
+    root, expected, records = small_store
+    store = ActivationStore(root)
+    assert store.split_points == list(SPLITS)
+    assert len(store) == sum(r.rows for r in records) == len(expected[SPLITS[0]])
+    units = store.units()
+    keys = list(zip(units.column("doc_id").to_pylist(), units.column("unit").to_pylist()))
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    assert units.column("text").to_pylist() == [f"d{d}u{u}" for d, u in keys]
+    for i, p in enumerate(SPLITS):
+        x = store.to_numpy(p)
+        assert x.dtype == np.float32 and x.shape == (len(store), DIMS[p])
+        np.testing.assert_array_equal(x, expected[p])
+        np.testing.assert_array_equal(store.to_numpy(i), x)
+    t = store.to_torch(-1, dtype=torch.float64)
+    assert t.dtype == torch.float64
+    np.testing.assert_array_equal(t.numpy(), expected[SPLITS[1]])
+
+
+def test_split_selection_errors_list_valid_ones(small_store):
+    store = ActivationStore(small_store[0])
+    with pytest.raises(KeyError, match="encoder.layer.1"):
+        store.to_numpy("encoder.layer.9")
+    with pytest.raises(KeyError, match="2 split points"):
+        store.to_numpy()
+    with pytest.raises(KeyError, match="valid"):
+        store.to_numpy(5)
+    with pytest.raises(KeyError, match="char_start"):
+        store.iter_batches(0, columns=("doc_idx",))
+
+
+def _collect(store, **kw):
+    batches = list(store.iter_batches(**kw))
+    acts = np.concatenate([b["activations"] for b in batches])
+    keys = [(int(d), int(u)) for b in batches for d, u in zip(b["doc_id"], b["unit"])]
+    return batches, acts, keys
+
+
+@pytest.mark.parametrize("shuffle_buffer", [None, 0, 7, 1000])
+def test_iter_batches_yields_every_row_once(small_store, shuffle_buffer):
+    root, expected, _ = small_store
+    store = ActivationStore(root)
+    order = list(zip(store.units().column("doc_id").to_pylist(),
+                     store.units().column("unit").to_pylist()))
+    batches, acts, keys = _collect(store, split=SPLITS[0], batch_size=4,
+                                   shuffle_buffer=shuffle_buffer, seed=3)
+    assert sorted(keys) == order  # every row exactly once
+    assert all(len(b["activations"]) == 4 for b in batches[:-1])
+    assert set(batches[0]) == {"activations", "doc_id", "unit"}
+    row_of = {k: i for i, k in enumerate(order)}
+    np.testing.assert_array_equal(acts, expected[SPLITS[0]][[row_of[k] for k in keys]])
+    if shuffle_buffer is None:
+        assert keys == order
+    else:
+        assert keys != order
+
+
+def test_shuffle_is_seed_deterministic(small_store):
+    store = ActivationStore(small_store[0])
+    _, a1, k1 = _collect(store, split=1, batch_size=5, shuffle_buffer=6, seed=11)
+    _, a2, k2 = _collect(store, split=1, batch_size=5, shuffle_buffer=6, seed=11)
+    _, _, k3 = _collect(store, split=1, batch_size=5, shuffle_buffer=6, seed=12)
+    assert k1 == k2 and k1 != k3
+    np.testing.assert_array_equal(a1, a2)
+
+
+def test_drop_last_and_text_column(small_store):
+    store = ActivationStore(small_store[0])
+    n = len(store)
+    batches = list(store.iter_batches(0, batch_size=4, drop_last=True, columns=("text",)))
+    assert len(batches) == n // 4 and all(len(b["text"]) == 4 for b in batches)
+    assert batches[0]["text"][0] == "d0u0"
+
+
+def test_to_hf_dataset(small_store):
+    root, expected, _ = small_store
+    ds = ActivationStore(root).to_hf_dataset(SPLITS[1])
+    assert len(ds) == len(expected[SPLITS[1]])
+    assert set(ds.column_names) == {"doc_id", "unit", "text", "char_start", "char_end",
+                                    "activations"}
+    row = ds[5]
+    np.testing.assert_array_equal(np.array(row["activations"], np.float32), expected[SPLITS[1]][5])
+
+
+def test_verify_catches_corruption_and_ignores_unlisted_files(small_store):
+    root, _, records = small_store
+    store = ActivationStore(root)
+    assert store.verify() == []
+    stray = os.path.join(root, "shards/shard-000099.parquet")  # a file no manifest lists
+    shutil.copy(os.path.join(root, records[0].name), stray)
+    assert ActivationStore(root).verify() == [] and len(ActivationStore(root)) == len(store)
+
+    path = os.path.join(root, records[2].name)
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0xFF  # same size, different bytes
+    open(path, "wb").write(bytes(data))
+    problems = store.verify()
+    assert len(problems) == 1 and records[2].name in problems[0] and "checksum" in problems[0]
+
+    os.remove(os.path.join(root, records[1].name))
+    problems = store.verify()
+    assert len(problems) == 2 and "missing" in problems[0]
+
+
+def test_resumed_store_reads_only_listed_shards(tmp_path):
+    root = str(tmp_path)
+    rng = np.random.default_rng(9)
+    writer = StoreWriter(root, make_header(), "h")
+    table, acts = make_units(0, 3, rng)
+    writer.record(write_shard(root, 0, table, doc_start=0, doc_end=3))
+    unlisted, _ = make_units(3, 6, rng)
+    write_shard(root, 1, unlisted, doc_start=3, doc_end=6)  # crashed before being recorded
+    store = ActivationStore(root)
+    assert len(store) == table.num_rows
+    np.testing.assert_array_equal(store.to_numpy(SPLITS[0]), acts[SPLITS[0]])
+
+
+@pytest.mark.ray
+def test_to_ray_dataset_row_count(small_store, ray_local):
+    root, expected, _ = small_store
+    ds = ActivationStore(root).to_ray_dataset()
+    # block order is not guaranteed: compare after sorting by (doc_id, unit)
+    table = pa.concat_tables(ray_local.get(ds.to_arrow_refs())).sort_by(
+        [("doc_id", "ascending"), ("unit", "ascending")])
+    assert table.num_rows == len(expected[SPLITS[0]])
+    np.testing.assert_array_equal(
+        decode_activations(table.column(SPLITS[0]), "float32", DIMS[SPLITS[0]]),
+        expected[SPLITS[0]])
+
+
+def test_file_uri_root_round_trip(tmp_path):
+    """A URI root goes through pyarrow.fs end to end (the path s3:// stores take)."""
+    uri = (tmp_path / "uri-store").as_uri()
+    assert uri.startswith("file:///")
+    table, acts = make_units(0, 4, np.random.default_rng(10), dtype="bfloat16")
+    writer = StoreWriter(uri, make_header(), "h")
+    writer.record(write_shard(uri, 0, table, doc_start=0, doc_end=4))
+    writer.finalize({})
+    assert writer.is_complete(0)
+    store = ActivationStore(uri)
+    want = torch.from_numpy(acts[SPLITS[0]]).to(torch.bfloat16).float().numpy()
+    np.testing.assert_array_equal(store.to_numpy(SPLITS[0]), want)
+    assert store.verify() == []
+
+
+def test_store_without_shards(tmp_path):
+    StoreWriter(tmp_path, make_header(), "h")
+    store = ActivationStore(tmp_path)
+    assert len(store) == 0 and store.split_points == list(SPLITS)
+    assert store.to_numpy(SPLITS[1]).shape == (0, DIMS[SPLITS[1]])
+    assert store.units().num_rows == 0
+    assert list(store.iter_batches(0)) == [] and store.verify() == []

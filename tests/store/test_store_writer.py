@@ -1,0 +1,132 @@
+"""Atomic shard writes, the manifest, resuming and config mismatches."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+
+from raypipe.store import ActivationStore, ShardRecord, StoreExistsError, StoreWriter, write_shard
+from raypipe.store import shard_writer
+
+from tests.store.store_factories import make_header, make_units
+
+
+def test_write_shard_record_matches_the_file(tmp_path):
+    table, _ = make_units(0, 5, np.random.default_rng(0))
+    rec = write_shard(str(tmp_path), 12, table, doc_start=0, doc_end=5,
+                      stats={"docs": np.int64(5), "tokens": 40})
+    assert rec.name == "shards/shard-000012.parquet"
+    data = (tmp_path / rec.name).read_bytes()
+    assert rec.checksum == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert rec.bytes == len(data) and rec.rows == table.num_rows
+    assert rec.stats == {"docs": 5, "tokens": 40}
+    assert json.loads(json.dumps(rec.__dict__))["shard_id"] == 12
+    assert sorted(os.listdir(tmp_path / "shards")) == ["shard-000012.parquet"]
+
+
+def test_retry_overwrites_the_same_name(tmp_path):
+    rng = np.random.default_rng(1)
+    first, _ = make_units(0, 5, rng)
+    second, _ = make_units(0, 5, rng)
+    write_shard(str(tmp_path), 3, first, doc_start=0, doc_end=5)
+    rec = write_shard(str(tmp_path), 3, second, doc_start=0, doc_end=5)
+    assert os.listdir(tmp_path / "shards") == ["shard-000003.parquet"]
+    data = (tmp_path / rec.name).read_bytes()
+    assert rec.checksum == "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _crash_after_partial_write(stream, data):
+    stream.write(memoryview(data)[: len(data) // 2])
+    raise RuntimeError("simulated crash mid-write")
+
+
+def test_crash_mid_write_leaves_no_visible_shard(tmp_path, monkeypatch):
+    root = str(tmp_path)
+    writer = StoreWriter(root, make_header(), "h")
+    table, _ = make_units(0, 5, np.random.default_rng(2))
+    monkeypatch.setattr(shard_writer, "_write_chunks", _crash_after_partial_write)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        write_shard(root, 0, table, doc_start=0, doc_end=5)
+    assert os.listdir(tmp_path / "shards") == []  # the partial tmp file was removed
+
+    # a hard crash (no cleanup) leaves only a hidden tmp file, which nothing trusts
+    monkeypatch.setattr(shard_writer, "_remove_quietly", lambda fs, path: None)
+    with pytest.raises(RuntimeError):
+        write_shard(root, 0, table, doc_start=0, doc_end=5)
+    left = os.listdir(tmp_path / "shards")
+    assert len(left) == 1 and left[0].startswith(".shard-000000.parquet.tmp-")
+    assert not writer.is_complete(0) and len(ActivationStore(root)) == 0
+
+    monkeypatch.undo()
+    rec = write_shard(root, 0, table, doc_start=0, doc_end=5)  # the retry
+    writer.record(rec)
+    assert writer.is_complete(0)
+    assert len(ActivationStore(root)) == table.num_rows
+    assert sorted(f for f in os.listdir(tmp_path / "shards") if not f.startswith(".")) == \
+        ["shard-000000.parquet"]
+
+
+def test_manifest_keys_sorted_shards_and_finalize(tmp_path):
+    root = str(tmp_path / "s")
+    writer = StoreWriter(root, make_header(), "h1")
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["status"] == "running" and manifest["shards"] == [] and manifest["rows"] == 0
+    rng = np.random.default_rng(3)
+    rows = 0
+    for sid in (2, 0, 1):  # finish out of order
+        table, _ = make_units(sid * 3, sid * 3 + 3, rng)
+        writer.record(write_shard(root, sid, table, doc_start=sid * 3, doc_end=sid * 3 + 3))
+        rows += table.num_rows
+    writer.finalize({"docs": 9})
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["format"] == "raypipe.activations/1"
+    assert manifest["config_hash"] == "h1" and manifest["status"] == "complete"
+    assert manifest["raypipe_version"]
+    assert manifest["model"] == "tiny-bert" and manifest["config"]["docs_per_shard"] == 3
+    assert [s["shard_id"] for s in manifest["shards"]] == [0, 1, 2]
+    assert manifest["rows"] == rows and manifest["summary"] == {"docs": 9}
+    assert [f for f in os.listdir(tmp_path / "s") if f != "shards"] == ["manifest.json"]
+
+
+def test_resume_keeps_shards_and_checks_files(tmp_path):
+    root = str(tmp_path)
+    rng = np.random.default_rng(4)
+    writer = StoreWriter(root, make_header(), "same")
+    recs = []
+    for sid in range(2):
+        table, _ = make_units(sid * 3, sid * 3 + 3, rng)
+        recs.append(write_shard(root, sid, table, doc_start=sid * 3, doc_end=sid * 3 + 3))
+        writer.record(recs[-1])
+    resumed = StoreWriter(root, make_header(), "same")
+    assert resumed.completed == {0: recs[0], 1: recs[1]}
+    assert resumed.is_complete(0) and resumed.is_complete(1) and not resumed.is_complete(2)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["status"] == "running" and len(manifest["shards"]) == 2
+
+    with open(tmp_path / recs[1].name, "ab") as fh:  # a damaged file no longer counts
+        fh.write(b"x")
+    os.remove(tmp_path / recs[0].name)
+    assert not resumed.is_complete(0) and not resumed.is_complete(1)
+
+
+def test_different_config_raises_naming_the_key(tmp_path):
+    root = str(tmp_path / "store")
+    StoreWriter(root, make_header(), "aaaa1111")
+    with pytest.raises(StoreExistsError) as info:
+        StoreWriter(root, make_header(granularity="word", docs_per_shard=3), "bbbb2222")
+    msg = str(info.value)
+    for part in (root, "aaaa1111", "bbbb2222", "granularity: 'token' -> 'word'", "--out", "delete"):
+        assert part in msg
+    assert "docs_per_shard" not in msg  # unchanged keys are not listed
+
+
+def test_shard_record_round_trips_through_json():
+    rec = ShardRecord(shard_id=1, name="shards/shard-000001.parquet", rows=4, doc_start=3,
+                      doc_end=6, checksum="sha256:00", bytes=10, stats={"docs": 3})
+    from dataclasses import asdict
+    assert ShardRecord.from_dict(json.loads(json.dumps(asdict(rec)))) == rec
+    with pytest.raises(ValueError, match="extra"):
+        ShardRecord.from_dict({**asdict(rec), "extra": 1})
