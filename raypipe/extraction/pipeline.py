@@ -127,6 +127,8 @@ def _run_pending(config: ExtractConfig, plan: ExtractPlan, writer: StoreWriter, 
         tokens = 0
         for row in ds.iter_rows():
             record = ShardRecord(**json.loads(row["record"]))
+            if "hidden_sizes" not in writer.manifest:
+                writer.update_header(hidden_sizes=record.stats.get("hidden_sizes", {}))
             writer.record(record)
             result.shards_written += 1
             result.add(record.stats)

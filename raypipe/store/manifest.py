@@ -143,6 +143,14 @@ class StoreWriter:
             self.completed[rec.shard_id] = rec
             self._write()
 
+    def update_header(self, **fields) -> None:
+        """Add facts learnt while the job runs (e.g. hidden sizes reported by the actors)."""
+        clash = sorted(set(fields) & set(RESERVED_KEYS))
+        if clash:
+            raise ValueError(f"header keys {clash} are reserved for the manifest itself")
+        with self._lock:
+            self._header.update(fields)
+
     def finalize(self, summary: dict) -> None:
         """Mark the store complete and keep the job's ``summary`` (counters, timings)."""
         with self._lock:

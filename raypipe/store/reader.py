@@ -72,7 +72,7 @@ class ActivationStore:
                 return {p: cols[p] for p in listed}
             return cols
         sizes = self.manifest.get("hidden_sizes") or {}
-        return {p: (self.manifest.get("dtype", "float32"), int(sizes.get(p, 0)))
+        return {p: (self.manifest.get("store_dtype") or self.manifest.get("dtype", "float32"), int(sizes.get(p, 0)))
                 for p in (listed or [])}
 
     def __len__(self) -> int:

@@ -1,6 +1,7 @@
 """Run inside the interpreto venv: time ``ModelWithSplitPoints.get_activations`` on a corpus file.
 
-Prints one JSON line: load_seconds (model + tokenizer + wrapper), call_seconds (get_activations,
+Prints one JSON line: import_seconds (torch, transformers, interpreto), load_seconds (model +
+tokenizer + wrapper), call_seconds (get_activations,
 TOKEN granularity, texts in corpus order as a user would pass them), rows and dim of the result.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def main() -> None:
+    start = time.perf_counter()
     p = argparse.ArgumentParser()
     p.add_argument("--model", required=True)
     p.add_argument("--corpus", required=True)
@@ -32,6 +34,7 @@ def main() -> None:
         texts = fh.read().split("\n")[:-1]
 
     t0 = time.perf_counter()
+    imports = t0 - start
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     mwsp = ModelWithSplitPoints(args.model, split_point=args.split, automodel=AutoModel,
                                 tokenizer=tokenizer, batch_size=args.batch_size, device_map="cpu")
@@ -42,7 +45,7 @@ def main() -> None:
     call = time.perf_counter() - t0
     if isinstance(acts, dict):  # a mapping split point -> tensor in some versions
         acts = next(iter(acts.values()))
-    print(json.dumps({"load_seconds": load, "call_seconds": call, "rows": int(acts.shape[0]),
+    print(json.dumps({"import_seconds": imports, "load_seconds": load, "call_seconds": call, "rows": int(acts.shape[0]),
                       "dim": int(acts.shape[-1]), "texts": len(texts), "split": args.split,
                       "batch_size": args.batch_size, "threads": torch.get_num_threads()}))
 

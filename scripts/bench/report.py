@@ -11,7 +11,7 @@ class Line:
     seconds: float | None  # None: the line could not be measured (see note)
     tokens: int
     note: str = ""
-    load: float | None = None  # 1-minute load average when the line finished (others' work too)
+    load_avg: float | None = None  # 1-minute load average when the line finished (others' work too)
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -20,7 +20,7 @@ class Line:
     def as_dict(self) -> dict:
         return {"key": self.key, "label": self.label, "seconds": self.seconds,
                 "tokens": self.tokens, "tokens_per_second": self.tokens_per_second,
-                "load_average": self.load, "note": self.note}
+                "load_average": self.load_avg, "note": self.note}
 
 
 @dataclass
@@ -86,8 +86,9 @@ def compute_ratios(lines: dict[str, Line]) -> list[Ratio]:
               "raypipe saving (end to end) / ideal saving"),
         Ratio("interpreto / raypipe, split 1", _div(interp, rp1), 1.5,
               "interpreto get_activations seconds / raypipe end-to-end seconds at split 1"),
-        Ratio("interpreto incl. load / raypipe, split 1", _div(interp_load, rp1), None,
-              "(interpreto model load + get_activations) / raypipe end-to-end seconds at split 1"),
+        Ratio("interpreto whole process / raypipe, split 1", _div(interp_load, rp1), None,
+              "(interpreto imports + model load + get_activations) / raypipe end-to-end seconds "
+              "at split 1 (both whole processes)"),
     ]
 
 
@@ -107,7 +108,7 @@ def text_table(lines: list[Line], ratios: list[Ratio], env: dict, tokens: int) -
     out.append(f"{'line':<44} {'seconds':>9} {'tokens/s':>10} {'load':>5}  note")
     for line in lines:
         out.append(f"{line.label:<44} {_fmt(line.seconds, '9.2f'):>9} "
-                   f"{_fmt(line.tokens_per_second, '10,.0f'):>10} {_fmt(line.load, '5.1f'):>5}  "
+                   f"{_fmt(line.tokens_per_second, '10,.0f'):>10} {_fmt(line.load_avg, '5.1f'):>5}  "
                    f"{line.note}")
     out.append("(load: the machine's 1-minute load average as the line finished; "
                f"above {env['cpu_count']} means other work shared the cores)")

@@ -60,6 +60,7 @@ def test_job_writes_every_unit_once(reference, minilm_path):
     assert set(units.column("doc_id").to_pylist()) == set(range(30)) - {7, 12}
     assert result.skipped_empty == 2 and result.documents == 28
     assert store.to_numpy("encoder.layer.5").shape == (len(store), 384)
+    assert store.manifest["hidden_sizes"] == {"encoder.layer.1": 384, "encoder.layer.5": 384}
     assert store.verify() == []
 
 

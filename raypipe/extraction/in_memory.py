@@ -1,0 +1,71 @@
+"""The in-process API: activations of a few texts as tensors, no Ray, no store.
+
+For notebooks and tests; the same tokenization, batching and unit code as the distributed job,
+so a result here equals the rows a job writes for the same texts.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pyarrow as pa
+import torch
+
+from raypipe.batching import tokenize_documents
+from raypipe.corpus import Document
+from raypipe.extraction.forward import UNIT_COLUMNS, document_activations, pad_token_id, unit_rows
+from raypipe.extraction.plan import model_max_length
+from raypipe.granularity import Granularity
+
+
+@dataclass
+class UnitActivations:
+    """One row per unit, in (doc_id, unit) order, as an ActivationStore would hold them."""
+
+    units: pa.Table                      # doc_id, unit, text, char_start, char_end
+    activations: dict[str, torch.Tensor]  # split path -> (rows, d) float32
+
+
+@dataclass
+class PaddedActivations:
+    """Granularity ``all``: every position of a right-padded batch."""
+
+    activations: dict[str, torch.Tensor]  # split path -> (n, l, d) float32, zeros at padding
+    input_ids: torch.Tensor                # (n, l)
+    attention_mask: torch.Tensor           # (n, l), 0 at padding (and for empty texts)
+
+
+def get_activations(model, texts: Sequence[str], *, granularity: str = "token",
+                    aggregation: str = "mean", max_length: int | None = None,
+                    overflow: str = "truncate", batch_tokens: int = 8192
+                    ) -> UnitActivations | PaddedActivations:
+    """Activations of ``texts`` at ``model``'s split points (``model`` is a SplitModel)."""
+    gran = Granularity.parse(granularity)
+    max_length = max_length or model_max_length(model.hf_model.config, model.tokenizer)
+    documents = [Document(doc_id=i, text=t, position=i) for i, t in enumerate(texts)]
+    unit_kind = Granularity.ALL_TOKENS if gran is Granularity.ALL else gran
+    if gran is Granularity.ALL and overflow != "truncate":
+        raise ValueError("granularity 'all' gives one padded row per text: use overflow='truncate'")
+    docs, _ = tokenize_documents(documents, model.tokenizer, max_length=max_length,
+                                 overflow=overflow, granularity=unit_kind)
+    per_doc = document_activations(model, docs, batch_tokens=batch_tokens)
+    if gran is Granularity.ALL:
+        return _padded(model, texts, docs, per_doc)
+    columns, acts = unit_rows(docs, per_doc, aggregation, model.hidden_sizes)
+    return UnitActivations(pa.table({k: columns[k] for k in UNIT_COLUMNS}), acts)
+
+
+def _padded(model, texts, docs, per_doc) -> PaddedActivations:
+    longest = max((d.n_tokens for d in docs), default=0)
+    n = len(texts)
+    ids = torch.full((n, longest), pad_token_id(model.tokenizer), dtype=torch.long)
+    mask = torch.zeros((n, longest), dtype=torch.long)
+    acts = {p: torch.zeros(n, longest, d) for p, d in model.hidden_sizes.items()}
+    for doc, doc_acts in zip(docs, per_doc):
+        t = doc.n_tokens
+        ids[doc.position, :t] = torch.as_tensor(doc.windows[0])
+        mask[doc.position, :t] = 1
+        for p, a in doc_acts.items():
+            acts[p][doc.position, :t] = a
+    return PaddedActivations(acts, ids, mask)
+
