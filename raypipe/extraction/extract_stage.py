@@ -28,7 +28,11 @@ class ExtractShard:
     """Callable class for ``map_batches``: ``{shard_id, payload}`` → ``{record}`` (JSON)."""
 
     def __init__(self, config: dict, store_root: str) -> None:
+        import transformers
+
         from raypipe.models import SplitModel
+
+        transformers.logging.disable_progress_bar()  # one bar per actor garbles the driver's bar
 
         self.config = ExtractConfig(**config)
         self.store_root = store_root

@@ -106,6 +106,8 @@ def _run_pending(config: ExtractConfig, plan: ExtractPlan, writer: StoreWriter, 
     from ray.data import ActorPoolStrategy, DataContext
 
     _init_ray(config)
+    if not log.isEnabledFor(logging.DEBUG):  # our bar and summary replace Ray Data's chatter
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.execution_options.preserve_order = False

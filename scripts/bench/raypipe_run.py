@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ def run_raypipe(raypipe: Path, model: str, corpus: Path, split: str, out: Path, 
     except subprocess.TimeoutExpired:
         run.error = f"timed out after {timeout:.0f} s"
         return run
+    except OSError as err:
+        run.error = f"cannot start {raypipe}: {err}"
+        return run
     run.wall_seconds = time.perf_counter() - t0
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-6:]
@@ -61,7 +65,9 @@ def run_raypipe(raypipe: Path, model: str, corpus: Path, split: str, out: Path, 
     match = SUMMARY_RE.search(done.stdout)
     if match:
         run.printed_model_tokens_per_second = float(match.group(1).replace(",", ""))
-    return _read_manifest(run, out)
+    run = _read_manifest(run, out)
+    shutil.rmtree(out, ignore_errors=True)  # a full-corpus store is ~0.5 GB; only its summary is used
+    return run
 
 
 def _read_manifest(run: RaypipeRun, out: Path) -> RaypipeRun:

@@ -98,9 +98,10 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def _header(env: dict, tokens: int) -> str:
     limit = f"first {env['limit']}" if env.get("limit") else "all"
+    best = f", best of {env['repeat']} runs per line" if env.get("repeat", 1) > 1 else ""
     return (f"rt-polarity ({limit} sentences: {env['sentences']:,}), {tokens:,} tokens, MiniLM "
             f"(6 blocks), CPU, {env['threads']} torch threads, {env['cpu_count']} cores, "
-            f"Python {env['python']}, {env['date']}")
+            f"Python {env['python']}, {env['date']}{best}")
 
 
 def text_table(lines: list[Line], ratios: list[Ratio], env: dict, tokens: int) -> str:

@@ -68,3 +68,13 @@ def test_extract_then_inspect(ray_local, minilm_path, tmp_path, capsys):
     assert main(["inspect", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "encoder.layer.5" in shown and "'second'" in shown
+
+
+@pytest.mark.ray
+def test_demo_runs_offline_and_resumes(ray_local, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--max-docs", "40"]) == 0
+    first = capsys.readouterr().out
+    assert "documents      40" in first and "raypipe inspect" in first
+    assert main(["demo", "--out", str(out), "--max-docs", "40"]) == 0
+    assert "0 written, 1 already complete" in capsys.readouterr().out
