@@ -67,8 +67,9 @@ def test_token_rows_equal_plain_forward(model_fixture, granularity, request, tmp
             assert got == [text[s:e] for s, e in spans]
 
 
-@pytest.mark.parametrize("model_fixture", ["tiny_gpt2_path", "minilm_path"])
-@pytest.mark.parametrize("aggregation", ["mean", "max", "signed_max"])
+@pytest.mark.parametrize("model_fixture,aggregation", [
+    (m, a) for m in MODELS for a in ("mean", "max", "signed_max", "sum")
+    if a == "mean" or m in ("tiny_gpt2_path", "minilm_path")])
 def test_word_sentence_sample_equal_independent_grouping(model_fixture, aggregation, request, tmp_path):
     path = request.getfixturevalue(model_fixture)
     model, tok = load_plain(path)

@@ -1,0 +1,1 @@
+"""Concept dictionaries: fit on an ActivationStore, encode/decode, interpret across the corpus."""
