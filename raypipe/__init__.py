@@ -11,6 +11,9 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "ActivationStore": "raypipe.store",
+    "AttributionStore": "raypipe.store",
+    "AttributeConfig": "raypipe.attribution.config",
+    "attribute": "raypipe.attribution.pipeline",
     "ExtractConfig": "raypipe.config",
     "ExtractResult": "raypipe.extraction",
     "extract_activations": "raypipe.extraction",

@@ -37,8 +37,8 @@ def plan_micro_batches(lengths: Sequence[int], batch_tokens: int,
     return batches
 
 
-def pad_batch(sequences: Sequence[np.ndarray], pad_id: int,
-              side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(sequences: Sequence[np.ndarray], pad_id: int, side: str = "right",
+              masks: Sequence[np.ndarray] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad token-id arrays into ``input_ids`` and ``attention_mask``, both ``(n, longest)`` int64.
 
     Right padding is the default for every model: with a causal mask, real tokens never attend to
@@ -54,7 +54,7 @@ def pad_batch(sequences: Sequence[np.ndarray], pad_id: int,
         n = len(seq)
         sl = slice(0, n) if side == "right" else slice(longest - n, longest)
         ids[row, sl] = torch.as_tensor(np.asarray(seq), dtype=torch.long)
-        mask[row, sl] = 1
+        mask[row, sl] = 1 if masks is None else torch.as_tensor(np.asarray(masks[row]), dtype=torch.long)
     return ids, mask
 
 

@@ -19,9 +19,9 @@ import torch
 from raypipe.config import ExtractConfig
 from raypipe.extraction.forward import UNIT_COLUMNS, document_activations, unit_rows
 from raypipe.granularity import Aggregation
+from raypipe.runtime import maybe_die
 from raypipe.store import build_shard_table, write_shard
 
-FAULT_ENV = "RAYPIPE_FAULT_KILL_ONCE"  # "MARKER_PATH:SHARD_ID": test hook, kills the actor once
 
 
 class ExtractShard:
@@ -52,7 +52,7 @@ class ExtractShard:
         return {"record": np.asarray(records, dtype=object)}
 
     def process(self, shard: dict) -> str:
-        _maybe_die(shard["shard_id"])
+        maybe_die(shard["shard_id"])
         t0 = time.perf_counter()
         docs = shard["docs"]
         per_doc = document_activations(self.model, docs, batch_tokens=self.config.batch_tokens,
@@ -66,14 +66,3 @@ class ExtractShard:
         record = write_shard(self.store_root, shard["shard_id"], table, doc_start=shard["doc_start"],
                              doc_end=shard["doc_end"], stats=stats)
         return json.dumps(asdict(record))
-
-
-def _maybe_die(shard_id: int) -> None:
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    marker, _, target = spec.rpartition(":")
-    if int(target) == int(shard_id) and not os.path.exists(marker):
-        with open(marker, "w") as fh:
-            fh.write(str(os.getpid()))
-        os._exit(1)

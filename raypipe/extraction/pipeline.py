@@ -14,22 +14,18 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import time
 from dataclasses import dataclass, field
 
 from raypipe import __version__
 from raypipe.config import ExtractConfig
-from raypipe.extraction.extract_stage import FAULT_ENV, ExtractShard
+from raypipe.extraction.extract_stage import ExtractShard
 from raypipe.extraction.plan import ExtractPlan, plan_extraction
 from raypipe.extraction.tokenize_stage import tokenize_shard
+from raypipe.runtime import fault_hook_args, init_ray, progress_bar, quiet_ray_data
 from raypipe.store import ShardRecord, StoreWriter
 
 log = logging.getLogger("raypipe.extract")
-
-_FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", FAULT_ENV)
-
 
 @dataclass
 class ExtractResult:
@@ -103,28 +99,22 @@ def extract_activations(config: ExtractConfig) -> ExtractResult:
 def _run_pending(config: ExtractConfig, plan: ExtractPlan, writer: StoreWriter, pending: list[dict],
                  result: ExtractResult) -> None:
     import ray
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import ActorPoolStrategy
 
-    _init_ray(config)
-    if not log.isEnabledFor(logging.DEBUG):  # our bar and summary replace Ray Data's chatter
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.execution_options.preserve_order = False
+    init_ray(config.address, config.actors, config.num_cpus)
+    quiet_ray_data(log)
     ds = ray.data.from_items(pending, override_num_blocks=len(pending))
     ds = ds.map_batches(tokenize_shard, batch_size=1, num_cpus=0.5, fn_kwargs=dict(
         corpus=plan.corpus, tokenizer_name=plan.tokenizer_name,
         trust_remote_code=config.trust_remote_code, max_length=plan.max_length,
         overflow=config.overflow, granularity=config.granularity))
-    actor_args = {}
-    if FAULT_ENV in os.environ:  # test hook: reach actors of an already-running Ray too
-        actor_args["runtime_env"] = {"env_vars": {FAULT_ENV: os.environ[FAULT_ENV]}}
+    actor_args = fault_hook_args()
     ds = ds.map_batches(ExtractShard, batch_size=1, compute=ActorPoolStrategy(size=config.actors),
                         num_cpus=config.num_cpus, num_gpus=config.num_gpus or None, **actor_args,
                         fn_constructor_kwargs={"config": config.to_dict() | {"corpus": "-"},
                                                "store_root": config.out})
     total_docs = sum(p["doc_end"] - p["doc_start"] for p in pending)
-    with _progress(config, total_docs) as bar:
+    with progress_bar(config.progress, total_docs, "extract") as bar:
         start = time.perf_counter()
         tokens = 0
         for row in ds.iter_rows():
@@ -137,35 +127,6 @@ def _run_pending(config: ExtractConfig, plan: ExtractPlan, writer: StoreWriter, 
             tokens += int(record.stats.get("tokens", 0))
             bar.update(record.doc_end - record.doc_start)
             bar.set_postfix(tokens_per_s=f"{tokens / max(time.perf_counter() - start, 1e-9):,.0f}")
-
-
-def _init_ray(config: ExtractConfig) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
-    address = config.address or os.environ.get("RAY_ADDRESS")
-    # Inside `ray job submit` the job's runtime env already reaches every worker, and Ray refuses
-    # to merge a second one that sets the same variables.
-    runtime_env = {"env_vars": env} if env and not os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") else None
-    if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True,
-                 logging_level=logging.WARNING)
-        return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # Logical CPUs: room for every actor plus tokenize tasks, or a 2-core laptop with 2 actors
-    # would have no CPU left for stage 1 and stall.
-    cpus = max(os.cpu_count() or 1, math.ceil(config.actors * config.num_cpus) + 1)
-    ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=runtime_env,
-             logging_level=logging.WARNING, log_to_driver=True)
-
-
-def _progress(config: ExtractConfig, total: int):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="doc", desc="extract", disable=not config.progress,
-                dynamic_ncols=True)
 
 
 def _manifest_header(config: ExtractConfig, plan: ExtractPlan, fingerprint: dict) -> dict:

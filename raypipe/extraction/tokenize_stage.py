@@ -16,7 +16,7 @@ from raypipe.granularity import Granularity
 
 
 @functools.lru_cache(maxsize=4)
-def _tokenizer(name: str, trust_remote_code: bool):
+def cached_tokenizer(name: str, trust_remote_code: bool):
     """One tokenizer per worker process: Ray reuses workers across tasks, so this loads once."""
     from raypipe.models.loading import load_tokenizer
 
@@ -27,7 +27,7 @@ def tokenize_shard(batch: dict[str, np.ndarray], *, corpus: CorpusSource, tokeni
                    trust_remote_code: bool, max_length: int, overflow: str,
                    granularity: str) -> dict[str, np.ndarray]:
     """``{shard_id, doc_start, doc_end}`` rows → ``{shard_id, payload}`` rows."""
-    tokenizer = _tokenizer(tokenizer_name, trust_remote_code)
+    tokenizer = cached_tokenizer(tokenizer_name, trust_remote_code)
     gran = Granularity.parse(granularity)
     payloads = []
     for shard_id, start, stop in zip(batch["shard_id"], batch["doc_start"], batch["doc_end"]):

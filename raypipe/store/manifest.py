@@ -32,7 +32,7 @@ class StoreExistsError(RuntimeError):
     """The store already holds output of a different job config."""
 
 
-def read_manifest(fs: pafs.FileSystem, base: str) -> dict | None:
+def read_manifest(fs: pafs.FileSystem, base: str, expected: str = FORMAT) -> dict | None:
     """``base/manifest.json`` → its dict, or None when there is none; checks the format."""
     path = f"{base}/{MANIFEST_NAME}"
     if fs.get_file_info(path).type != pafs.FileType.File:
@@ -45,11 +45,12 @@ def read_manifest(fs: pafs.FileSystem, base: str) -> dict | None:
         raise ValueError(f"{path} is not valid JSON ({exc}); it is not a raypipe manifest, or it "
                          "was edited by hand") from None
     fmt = manifest.get("format") if isinstance(manifest, dict) else None
-    if not isinstance(fmt, str) or fmt.rsplit("/", 1)[0] != FORMAT.rsplit("/", 1)[0]:
-        raise ValueError(f"{path} has format {fmt!r}, expected {FORMAT!r}: not a raypipe "
-                         "activation store")
-    if fmt != FORMAT:
-        raise ValueError(f"{path} has format {fmt!r}; this raypipe reads {FORMAT!r}: upgrade "
+    kind = expected.rsplit("/", 1)[0].split(".")[-1]
+    if not isinstance(fmt, str) or fmt.rsplit("/", 1)[0] != expected.rsplit("/", 1)[0]:
+        raise ValueError(f"{path} has format {fmt!r}, expected {expected!r}: not a raypipe "
+                         f"{kind} store")
+    if fmt != expected:
+        raise ValueError(f"{path} has format {fmt!r}; this raypipe reads {expected!r}: upgrade "
                          "raypipe to read it")
     return manifest
 
@@ -104,7 +105,8 @@ class StoreWriter:
     shards are kept); another hash raises StoreExistsError rather than mixing two jobs' rows.
     """
 
-    def __init__(self, root: str | os.PathLike, header: dict, config_hash: str) -> None:
+    def __init__(self, root: str | os.PathLike, header: dict, config_hash: str, *,
+                 format: str = FORMAT) -> None:
         clash = sorted(set(header) & (set(RESERVED_KEYS) - {"raypipe_version"}))
         if clash:
             raise ValueError(f"header keys {clash} are reserved for the manifest itself; rename "
@@ -112,7 +114,7 @@ class StoreWriter:
         self.root = os.fspath(root)
         self._fs, self._base = resolve_store(root)
         self._lock = threading.Lock()
-        old = read_manifest(self._fs, self._base)
+        old = read_manifest(self._fs, self._base, format)
         if old is not None and old.get("config_hash") != config_hash:
             raise StoreExistsError(_mismatch_message(self.root, old, header, config_hash))
         self.completed: dict[int, ShardRecord] = {}
@@ -120,7 +122,7 @@ class StoreWriter:
             for entry in old.get("shards", []):
                 rec = ShardRecord.from_dict(entry)
                 self.completed[rec.shard_id] = rec
-        self._head = {"format": FORMAT,
+        self._head = {"format": format,
                       "raypipe_version": header.get("raypipe_version") or _installed_version(),
                       "config_hash": config_hash, "status": "running"}
         self._header = {k: v for k, v in header.items() if k != "raypipe_version"}

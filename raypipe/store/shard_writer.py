@@ -113,14 +113,15 @@ def write_bytes_atomically(fs: pafs.FileSystem, path: str, data: pa.Buffer | byt
 
 
 def write_shard(root: str | os.PathLike, shard_id: int, table: pa.Table, *, doc_start: int,
-                doc_end: int, stats: dict | None = None) -> ShardRecord:
+                doc_end: int, stats: dict | None = None,
+                required: tuple[str, ...] = METADATA_COLUMNS) -> ShardRecord:
     """Write ``table`` (from ``build_shard_table``) as shard ``shard_id`` of the store at ``root``.
 
     Returns the record the driver passes to ``StoreWriter.record``. Calling it again for the same
     id (a retry) replaces the file; it never creates a second shard.
     """
     name = shard_name(shard_id)
-    missing = [c for c in METADATA_COLUMNS if c not in table.column_names]
+    missing = [c for c in required if c not in table.column_names]
     if missing:
         raise ValueError(f"shard {shard_id} table lacks columns {missing}; build it with "
                          "raypipe.store.build_shard_table")

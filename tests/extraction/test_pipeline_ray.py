@@ -16,7 +16,7 @@ from raypipe import ActivationStore
 from raypipe.config import ExtractConfig
 from raypipe.corpus import CorpusError
 from raypipe.extraction import extract_activations
-from raypipe.extraction.extract_stage import FAULT_ENV
+from raypipe.runtime import FAULT_ENV
 from raypipe.models import ModelLoadError, SplitPointError
 from raypipe.store import StoreExistsError
 

@@ -1,0 +1,119 @@
+"""The attribution job's typed config (YAML keys = field names = ``raypipe attribute`` flags)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from raypipe.config import DTYPES, ConfigError, _opt
+from raypipe.granularity import Aggregation, Granularity
+
+PERTURBATION = ("occlusion", "feature_ablation", "lime", "kernel_shap", "sobol")
+GRADIENT = ("saliency", "input_x_gradient", "integrated_gradients", "smooth_grad", "gradient_shap")
+METHODS = PERTURBATION + GRADIENT
+TASKS = ("auto", "classification", "generation")
+RUNTIME_ONLY = frozenset({"actors", "num_gpus", "num_cpus", "torch_threads", "address",
+                          "batch_tokens", "progress"})
+
+
+@dataclass
+class AttributeConfig:
+    """An attribution job: corpus → masks (CPU) → packed forwards (actors) → scores (CPU)."""
+
+    model: str = _opt("", "classifier (sequence classification) or causal LM: folder or hub id",
+                      required=True)
+    corpus: Any = _opt("", "corpus, as for extract (.txt, .jsonl, .csv, .parquet, ...)", required=True)
+    out: str = _opt("", "output attribution store directory", required=True)
+    method: str = _opt("occlusion", "occlusion, feature_ablation, lime, kernel_shap, sobol, saliency, "
+                       "input_x_gradient, integrated_gradients, smooth_grad, gradient_shap")
+    granularity: str = _opt("word", "explained units: all_tokens, token, word, sentence")
+    target: str = _opt("predicted", "classification target: 'predicted', a class index, or several "
+                       "comma-separated (e.g. 0,2)")
+    target_column: str | None = _opt(None, "generation: column holding the continuation to explain "
+                                     "(default: the model's greedy continuation)")
+    max_new_tokens: int = _opt(8, "generation: tokens to generate when no target column is given")
+    task: str = _opt("auto", "classification or generation (auto: from the model's architecture)")
+    mode: str = _opt("logits", "score explained: logits, softmax, log_softmax")
+    n_samples: int = _opt(64, "perturbations per document (lime, kernel_shap, sobol) or samples/steps "
+                          "(integrated_gradients, smooth_grad, gradient_shap)")
+    seed: int = _opt(0, "seed: the same config gives the same scores whatever the actors/batches")
+    baseline: str = _opt("mask", "what replaces a removed unit: mask, pad, unk, remove (drop from "
+                         "the attention mask), or a token id; 'mask' falls back to pad without one")
+    reduction: str = _opt("sum", "gradient methods: reduction over the embedding dim: sum (signed, "
+                          "IG completeness), l2, abs_sum")
+    aggregation: str = _opt("sum", "gradient methods: token scores → unit scores (sum, mean, max, "
+                            "min, signed_max)")
+    text_column: str = _opt("text", "text column of JSONL/CSV/Parquet corpora")
+    id_column: str | None = _opt(None, "column to use as doc_id")
+    max_docs: int | None = _opt(None, "only the first N documents")
+    max_length: int | None = _opt(None, "tokens per document (longer ones are truncated and counted)")
+    dtype: str = _opt("float32", "model dtype: float32, float16, bfloat16")
+    auto_class: str | None = _opt(None, "transformers auto class (default: from the config)")
+    trust_remote_code: bool = _opt(False, "allow models with custom code")
+    actors: int = _opt(1, "model actors")
+    num_gpus: float = _opt(0.0, "GPUs per model actor")
+    num_cpus: float = _opt(1.0, "CPUs reserved per model actor")
+    torch_threads: int | None = _opt(None, "torch threads per actor (default: cores / actors on CPU)")
+    batch_tokens: int = _opt(8192, "padded tokens per packed forward batch")
+    docs_per_shard: int = _opt(64, "documents per output shard (the unit of resuming)")
+    address: str | None = _opt(None, "Ray address to join (default: RAY_ADDRESS, else a local Ray)")
+    progress: bool = _opt(True, "show a progress bar")
+
+    def __post_init__(self) -> None:
+        for name in ("model", "out"):
+            if not getattr(self, name):
+                raise ConfigError(f"'{name}' is required (--{name})")
+        if self.corpus in ("", None, []):
+            raise ConfigError("'corpus' is required (--corpus)")
+        if self.method not in METHODS:
+            raise ConfigError(f"method={self.method!r} is not one of {', '.join(METHODS)}")
+        gran = Granularity.parse(self.granularity)
+        if gran not in (Granularity.ALL_TOKENS, Granularity.TOKEN, Granularity.WORD,
+                        Granularity.SENTENCE):
+            raise ConfigError(f"granularity={self.granularity!r}: attributions explain all_tokens, "
+                              "token, word or sentence units")
+        self.granularity = gran.value
+        self.aggregation = Aggregation.parse(self.aggregation).value
+        for name, allowed in (("task", TASKS), ("mode", ("logits", "softmax", "log_softmax")),
+                              ("reduction", ("sum", "l2", "abs_sum")), ("dtype", DTYPES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
+        self.baseline = str(self.baseline)
+        if self.baseline not in ("mask", "pad", "unk", "remove") and not self.baseline.lstrip("-").isdigit():
+            raise ConfigError(f"baseline={self.baseline!r}: use mask, pad, unk, remove or a token id")
+        self.target = str(self.target)
+        if self.targets is not None and any(t < 0 for t in self.targets):
+            raise ConfigError(f"target={self.target!r}: class indices must be >= 0")
+        for name in ("n_samples", "actors", "batch_tokens", "docs_per_shard", "max_new_tokens"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def is_gradient(self) -> bool:
+        return self.method in GRADIENT
+
+    @property
+    def targets(self) -> list[int] | None:
+        """Class indices to explain, or None for the predicted class."""
+        if self.target.strip().lower() == "predicted":
+            return None
+        try:
+            return [int(t) for t in self.target.split(",") if t.strip()]
+        except ValueError as err:
+            raise ConfigError(f"target={self.target!r}: use 'predicted', an index or 0,2") from err
+
+    def to_dict(self) -> dict:
+        import dataclasses
+
+        d = dataclasses.asdict(self)
+        if not isinstance(d["corpus"], str):
+            d["corpus"] = f"<python list of {len(self.corpus)} documents>"
+        return d
+
+    def config_hash(self, corpus_fingerprint: dict | None = None) -> str:
+        import hashlib
+        import json
+
+        fields = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_ONLY}
+        blob = json.dumps({"config": fields, "corpus": corpus_fingerprint or {}}, sort_keys=True,
+                          default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]

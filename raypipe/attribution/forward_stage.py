@@ -1,0 +1,204 @@
+"""Stage 2 (model actors): packed forwards of perturbed inputs, or gradients, per shard.
+
+The perturbed rows of every document in a shard are sorted by length and packed into
+token-budget batches (peers run one document, or one perturbation, per forward). The actor
+returns, per document, the scores of its rows for the explained targets; estimation happens
+back on CPU tasks. Gradient methods are computed here in full (they need the model) and
+aggregated to units.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import time
+
+import numpy as np
+import torch
+
+from raypipe.attribution.config import AttributeConfig
+from raypipe.attribution.perturb_stage import effective_baseline
+from raypipe.attribution.scoring import apply_mode, generate_target, generation_scores
+from raypipe.batching import pad_batch, plan_micro_batches
+from raypipe.config import ConfigError
+from raypipe.extraction.forward import pad_token_id
+from raypipe.granularity import aggregate
+from raypipe.runtime import maybe_die
+
+
+def task_kind(task: str, model) -> str:
+    """classification (a sequence classifier) or generation (a causal LM)."""
+    name = type(model).__name__
+    kind = task
+    if task == "auto":
+        if name.endswith("ForSequenceClassification"):
+            kind = "classification"
+        elif name.endswith(("ForCausalLM", "LMHeadModel")):
+            kind = "generation"
+        else:
+            raise ConfigError(
+                f"{name} has neither a classification head nor an LM head: attribute a fine-tuned "
+                "classifier or a causal LM, or pass --auto-class AutoModelForSequenceClassification "
+                "(its new head is random) and --task classification")
+    return kind
+
+
+class ScoreShard:
+    """Callable class for ``map_batches``: a shard's work items in, with model results filled in."""
+
+    def __init__(self, config: dict) -> None:
+        import transformers
+
+        from raypipe.models.loading import load_model_and_tokenizer
+
+        transformers.logging.disable_progress_bar()
+        self.config = AttributeConfig(**config)
+        threads = self.config.torch_threads or max(1, (os.cpu_count() or 1) // self.config.actors)
+        torch.set_num_threads(threads)
+        device_map = None
+        if self.config.num_gpus and torch.cuda.is_available():
+            device_map = "auto" if self.config.num_gpus > 1 else "cuda"
+        self.model, self.tokenizer = load_model_and_tokenizer(
+            self.config.model, auto_class=self.config.auto_class, dtype=self.config.dtype,
+            device_map=device_map, trust_remote_code=self.config.trust_remote_code)
+        self.kind = task_kind(self.config.task, self.model)
+        self.pad_id = pad_token_id(self.tokenizer)
+        self.device = next(self.model.parameters()).device
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = []
+        for payload in batch["payload"]:
+            shard = pickle.loads(payload)
+            maybe_die(shard["shard_id"])
+            t0 = time.perf_counter()
+            work = shard["work"]
+            if self.config.is_gradient:
+                self.gradients(work)
+            elif self.kind == "classification":
+                self.classify_perturbations(work)
+            else:
+                self.score_continuations(work)
+            shard["stats"]["model_seconds"] = time.perf_counter() - t0
+            shard["stats"]["forward_rows"] = sum(0 if w.ids is None else len(w.ids) + 1 for w in work)
+            out.append(pickle.dumps(shard, protocol=pickle.HIGHEST_PROTOCOL))
+        return {"shard_id": np.asarray(batch["shard_id"]), "payload": np.asarray(out, dtype=object)}
+
+    # -- perturbation methods --------------------------------------------------------------
+    def classify_perturbations(self, work: list) -> None:
+        """All rows of all documents, packed: the original first, then the perturbations."""
+        seqs, owners = [], []
+        for d, w in enumerate(work):
+            original = w.doc.windows[0]
+            seqs.append((original, np.ones_like(original)))
+            seqs.extend(zip(w.ids, w.attention))
+            owners.extend([d] * (len(w.ids) + 1))
+        scores, logits = self._class_scores(seqs)
+        start = 0
+        for w in work:
+            m = len(w.ids) + 1
+            targets = self._targets(logits[start])
+            w.results = {"targets": targets, "original": scores[start, targets],
+                         "scores": scores[start + 1:start + m][:, targets]}
+            start += m
+
+    def _class_scores(self, seqs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, C)`` mode-transformed scores and raw logits, in the order of ``seqs``."""
+        lengths = [len(ids) for ids, _ in seqs]
+        n_classes = int(self.model.config.num_labels)
+        scores = np.zeros((len(seqs), n_classes), np.float32)
+        logits = np.zeros((len(seqs), n_classes), np.float32)
+        for batch in plan_micro_batches(lengths, self.config.batch_tokens):
+            ids, mask = pad_batch([seqs[i][0] for i in batch], self.pad_id,
+                                  masks=[seqs[i][1] for i in batch])
+            with torch.inference_mode():
+                raw = self.model(input_ids=ids.to(self.device),
+                                 attention_mask=mask.to(self.device)).logits.float()
+            logits[batch] = raw.cpu().numpy()
+            scores[batch] = apply_mode(raw, self.config.mode).cpu().numpy()
+        return scores, logits
+
+    def _targets(self, original_logits: np.ndarray) -> list[int]:
+        targets = self.config.targets or [int(original_logits.argmax())]
+        n_classes = len(original_logits)
+        bad = [t for t in targets if t >= n_classes]
+        if bad:
+            raise ValueError(f"target class {bad} out of range: the model has {n_classes} classes")
+        return targets
+
+    def score_continuations(self, work: list) -> None:
+        """Causal LM: score the continuation after every perturbed prompt, one document at a time."""
+        for w in work:
+            original = torch.as_tensor(w.doc.windows[0])
+            target_ids = self._continuation(w, original)
+            if len(target_ids) == 0:
+                w.results = {"skipped": "empty continuation"}
+                continue
+            seqs = [(w.doc.windows[0], np.ones_like(w.doc.windows[0]))] + list(zip(w.ids, w.attention))
+            lengths = [len(ids) + len(target_ids) for ids, _ in seqs]
+            scores = np.zeros((len(seqs), len(target_ids)), np.float32)
+            for batch in plan_micro_batches(lengths, self.config.batch_tokens):
+                ids, mask = pad_batch([seqs[i][0] for i in batch], self.pad_id,
+                                      masks=[seqs[i][1] for i in batch])
+                scores[batch] = generation_scores(self.model, ids, mask, torch.as_tensor(target_ids),
+                                                  self.config.mode).float().cpu().numpy()
+            w.results = self._generation_result(w, target_ids, scores[0])
+            w.results["scores"] = scores[1:]
+
+    def _continuation(self, w, original: torch.Tensor) -> np.ndarray:
+        if w.target_ids is not None:
+            return w.target_ids
+        return generate_target(self.model, self.tokenizer, original,
+                               self.config.max_new_tokens).cpu().numpy()
+
+    def _generation_result(self, w, target_ids: np.ndarray, original: np.ndarray) -> dict:
+        return {"targets": [0], "original": original, "target_ids": target_ids,
+                "target_tokens": self.tokenizer.convert_ids_to_tokens(target_ids.tolist()),
+                "target_text": w.target_text if w.target_text is not None
+                else self.tokenizer.decode(target_ids)}
+
+    # -- gradient methods ------------------------------------------------------------------
+    def gradients(self, work: list) -> None:
+        from raypipe.attribution.gradients import gradient_attributions
+
+        c = self.config
+        # "remove" has no embedding: the closest gradient baseline is the zero embedding
+        baseline = "zero" if c.baseline == "remove" else effective_baseline(c.baseline, self.tokenizer)
+        common = dict(mode=c.mode, n_samples=c.n_samples, seed=c.seed, baseline=baseline,
+                      reduction=c.reduction, tokenizer=self.tokenizer)
+        if self.kind == "generation":
+            for w in work:
+                original = torch.as_tensor(w.doc.windows[0])
+                target_ids = self._continuation(w, original)
+                if len(target_ids) == 0:
+                    w.results = {"skipped": "empty continuation"}
+                    continue
+                ones = torch.ones_like(original)[None]
+                attr = gradient_attributions(c.method, self.model, original[None], ones, None,
+                                             kind="generation", target_ids=torch.as_tensor(target_ids),
+                                             **common)[0]                      # (T, l)
+                orig = generation_scores(self.model, original[None], ones, torch.as_tensor(target_ids),
+                                         c.mode)[0].float().cpu().numpy()
+                w.results = self._generation_result(w, target_ids, orig)
+                w.results["unit_scores"] = self._to_units(attr, w)
+            return
+        seqs = [(w.doc.windows[0], np.ones_like(w.doc.windows[0])) for w in work]
+        scores, logits = self._class_scores(seqs)
+        targets = [self._targets(logits[d]) for d in range(len(work))]
+        lengths = [len(w.doc.windows[0]) for w in work]
+        per_doc: list[list[torch.Tensor]] = [[] for _ in work]
+        for batch in plan_micro_batches(lengths, c.batch_tokens):
+            ids, mask = pad_batch([work[i].doc.windows[0] for i in batch], self.pad_id)
+            for slot in range(len(targets[batch[0]])):
+                target = torch.as_tensor([targets[i][slot] for i in batch])
+                attr = gradient_attributions(c.method, self.model, ids, mask, target,
+                                             kind="classification", **common)  # (n, l)
+                for row, i in enumerate(batch):
+                    per_doc[i].append(attr[row, :lengths[i]])
+        for d, w in enumerate(work):
+            w.results = {"targets": targets[d], "original": scores[d, targets[d]],
+                         "unit_scores": self._to_units(torch.stack(per_doc[d]), w)}
+
+    def _to_units(self, token_scores: torch.Tensor, w) -> np.ndarray:
+        """``(T, t)`` token scores → ``(T, g)`` unit scores with the configured aggregation."""
+        per_target = token_scores.detach().float().cpu().T          # (t, T): units reduce over tokens
+        return aggregate(per_target, w.doc.units, self.config.aggregation).T.numpy()
+

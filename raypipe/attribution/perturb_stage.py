@@ -1,0 +1,73 @@
+"""Stage 1 (CPU tasks): read a shard, tokenize, cut units, make masks and perturbed inputs.
+
+Everything that needs no model happens here, so model actors only run packed forwards.
+"""
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from raypipe.attribution.masks import MaskPlan, doc_seed, make_masks
+from raypipe.attribution.perturb import perturbed_inputs
+from raypipe.batching import TokenizedDoc, tokenize_documents
+from raypipe.corpus import CorpusSource
+from raypipe.extraction.tokenize_stage import cached_tokenizer
+from raypipe.granularity import Granularity
+
+
+@dataclass
+class DocWork:
+    """One document's attribution work, carried from stage 1 to stage 3."""
+
+    doc: TokenizedDoc
+    plan: MaskPlan | None = None                 # perturbation methods
+    ids: np.ndarray | None = None                # (m, l) perturbed token ids
+    attention: np.ndarray | None = None          # (m, l)
+    target_ids: np.ndarray | None = None         # generation: the given continuation (T,)
+    target_text: str | None = None
+    results: dict = field(default_factory=dict)  # filled by the actor
+
+
+def effective_baseline(baseline: str, tokenizer) -> str | int:
+    """``mask`` falls back to ``pad`` for tokenizers without a mask token (GPT-2, Llama)."""
+    if baseline == "mask" and getattr(tokenizer, "mask_token_id", None) is None:
+        return "pad"
+    return int(baseline) if baseline.lstrip("-").isdigit() else baseline
+
+
+def prepare_shard(batch: dict[str, np.ndarray], *, corpus: CorpusSource,
+                  targets: CorpusSource | None, tokenizer_name: str, trust_remote_code: bool,
+                  max_length: int, granularity: str, method: str, n_samples: int, seed: int,
+                  baseline: str, gradient: bool) -> dict[str, np.ndarray]:
+    tokenizer = cached_tokenizer(tokenizer_name, trust_remote_code)
+    base = effective_baseline(baseline, tokenizer)
+    payloads = []
+    for shard_id, start, stop in zip(batch["shard_id"], batch["doc_start"], batch["doc_end"]):
+        read = corpus.read_range(int(start), int(stop))
+        docs, stats = tokenize_documents(read.documents, tokenizer, max_length=max_length,
+                                         overflow="truncate", granularity=Granularity.parse(granularity))
+        continuations = {}
+        if targets is not None:
+            continuations = {d.position: d.text for d in targets.read_range(int(start), int(stop)).documents}
+        work = []
+        for doc in docs:
+            item = DocWork(doc)
+            if doc.position in continuations:
+                item.target_text = continuations[doc.position]
+                item.target_ids = np.asarray(tokenizer(item.target_text, add_special_tokens=False)
+                                             ["input_ids"], dtype=np.int64)
+            if not gradient:
+                item.plan = make_masks(method, len(doc.units), n_samples=n_samples,
+                                       seed=doc_seed(seed, doc.doc_id))
+                item.ids, item.attention = perturbed_inputs(doc.windows[0], doc.units.members,
+                                                            item.plan.masks, baseline=base,
+                                                            tokenizer=tokenizer)
+            work.append(item)
+        counters = stats.as_dict() | {"decode_fallbacks": read.decode_fallbacks,
+                                      "unreadable": len(read.problems)}
+        payloads.append(pickle.dumps({"shard_id": int(shard_id), "doc_start": int(start),
+                                      "doc_end": int(stop), "work": work, "stats": counters},
+                                     protocol=pickle.HIGHEST_PROTOCOL))
+    return {"shard_id": np.asarray(batch["shard_id"]), "payload": np.asarray(payloads, dtype=object)}

@@ -1,0 +1,126 @@
+"""The attribution driver: plan → Ray Data pipeline → attribution store, resumable by shard.
+
+    pending shards ─► prepare_shard (CPU: units, masks, perturbed ids)
+                   ─► ScoreShard (actor pool: packed, length-sorted forwards or gradients)
+                   ─► estimate_shard (CPU: estimators, atomic shard write) ─► driver: manifest
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+from raypipe import __version__
+from raypipe.attribution.config import AttributeConfig
+from raypipe.attribution.estimate_stage import estimate_shard
+from raypipe.attribution.forward_stage import ScoreShard, task_kind
+from raypipe.attribution.perturb_stage import prepare_shard
+from raypipe.config import ConfigError
+from raypipe.corpus import open_corpus
+from raypipe.extraction.plan import model_max_length
+from raypipe.runtime import fault_hook_args, init_ray, progress_bar, quiet_ray_data
+from raypipe.store import ATTRIBUTION_FORMAT, ShardRecord, StoreWriter
+
+log = logging.getLogger("raypipe.attribute")
+
+
+@dataclass
+class AttributeResult:
+    store: str
+    documents: int = 0
+    rows: int = 0
+    forward_rows: int = 0
+    truncated: int = 0
+    skipped_empty: int = 0
+    decode_fallbacks: int = 0
+    shards_written: int = 0
+    shards_skipped: int = 0
+    wall_seconds: float = 0.0
+    model_seconds: float = 0.0
+    kind: str = ""
+    counters: dict = field(default_factory=dict)
+
+    def add(self, stats: dict) -> None:
+        self.documents += int(stats.get("docs", 0))
+        self.rows += int(stats.get("rows", 0))
+        self.forward_rows += int(stats.get("forward_rows", 0))
+        self.truncated += int(stats.get("truncated", 0))
+        self.skipped_empty += int(stats.get("skipped_empty", 0))
+        self.decode_fallbacks += int(stats.get("decode_fallbacks", 0))
+        self.model_seconds += float(stats.get("model_seconds", 0.0))
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["forward_rows_per_second"] = round(self.forward_rows / self.model_seconds, 1) \
+            if self.model_seconds else 0.0
+        return d
+
+
+def attribute(config: AttributeConfig) -> AttributeResult:
+    """Run (or resume) an attribution job over a corpus."""
+    from raypipe.models.meta_model import load_meta_model
+
+    t0 = time.perf_counter()
+    corpus = open_corpus(config.corpus, text_column=config.text_column, id_column=config.id_column)
+    targets = None
+    if config.target_column:
+        targets = open_corpus(config.corpus, text_column=config.target_column)
+    n_docs = len(corpus) if config.max_docs is None else min(len(corpus), config.max_docs)
+    meta, tokenizer = load_meta_model(config.model, auto_class=config.auto_class,
+                                      trust_remote_code=config.trust_remote_code)
+    kind = task_kind(config.task, meta)
+    if config.target_column and kind != "generation":
+        raise ConfigError("--target-column names a continuation to explain: it needs a causal LM "
+                         f"(generation), but {type(meta).__name__} is a classifier")
+    max_length = config.max_length or model_max_length(meta.config, tokenizer)
+    id2label = {str(k): v for k, v in (getattr(meta.config, "id2label", None) or {}).items()}
+    fingerprint = corpus.describe()
+    header = {"raypipe_version": __version__, "model": config.model, "task": kind,
+              "method": config.method, "granularity": config.granularity, "mode": config.mode,
+              "n_samples": config.n_samples, "seed": config.seed, "baseline": config.baseline,
+              "max_length": max_length, "documents": n_docs, "corpus": fingerprint,
+              "id2label": id2label, "config": config.to_dict()}
+    writer = StoreWriter(config.out, header, config.config_hash(fingerprint), format=ATTRIBUTION_FORMAT)
+    result = AttributeResult(store=config.out, kind=kind)
+    step = config.docs_per_shard
+    pending = []
+    for shard_id, start in enumerate(range(0, n_docs, step)):
+        if writer.is_complete(shard_id):
+            result.shards_skipped += 1
+            result.add(writer.completed[shard_id].stats)
+        else:
+            pending.append({"shard_id": shard_id, "doc_start": start, "doc_end": min(start + step, n_docs)})
+    if pending:
+        _run(config, corpus, targets, max_length, id2label, writer, pending, result)
+    result.wall_seconds = time.perf_counter() - t0
+    writer.finalize(result.as_dict())
+    return result
+
+
+def _run(config, corpus, targets, max_length, id2label, writer, pending, result) -> None:
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    init_ray(config.address, config.actors, config.num_cpus)
+    quiet_ray_data(log)
+    ds = ray.data.from_items(pending, override_num_blocks=len(pending))
+    ds = ds.map_batches(prepare_shard, batch_size=1, num_cpus=0.5, fn_kwargs=dict(
+        corpus=corpus, targets=targets, tokenizer_name=config.model,
+        trust_remote_code=config.trust_remote_code, max_length=max_length,
+        granularity=config.granularity, method=config.method, n_samples=config.n_samples,
+        seed=config.seed, baseline=config.baseline, gradient=config.is_gradient))
+    ds = ds.map_batches(ScoreShard, batch_size=1, compute=ActorPoolStrategy(size=config.actors),
+                        num_cpus=config.num_cpus, num_gpus=config.num_gpus or None,
+                        fn_constructor_kwargs={"config": config.to_dict() | {"corpus": "-"}},
+                        **fault_hook_args())
+    ds = ds.map_batches(estimate_shard, batch_size=1, num_cpus=0.5, fn_kwargs=dict(
+        store_root=config.out, method=config.method, id2label=id2label))
+    total = sum(p["doc_end"] - p["doc_start"] for p in pending)
+    with progress_bar(config.progress, total, f"attribute[{config.method}]") as bar:
+        for row in ds.iter_rows():
+            record = ShardRecord(**json.loads(row["record"]))
+            writer.record(record)
+            result.shards_written += 1
+            result.add(record.stats)
+            bar.update(record.doc_end - record.doc_start)

@@ -1,0 +1,68 @@
+"""Joining or starting Ray, shared by every job (Ray stays at the edges of the package)."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+FAULT_ENV = "RAYPIPE_FAULT_KILL_ONCE"  # "MARKER_PATH:SHARD_ID": test hook, kills an actor once
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", FAULT_ENV)
+
+
+def init_ray(address: str | None, actors: int, num_cpus: float) -> None:
+    """Join ``address`` (or ``RAY_ADDRESS``), else start a local Ray sized for the actor pool."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+    address = address or os.environ.get("RAY_ADDRESS")
+    # Inside `ray job submit` the job's runtime env already reaches every worker, and Ray refuses
+    # to merge a second one that sets the same variables.
+    runtime_env = {"env_vars": env} if env and not os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") else None
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=True,
+                 logging_level=logging.WARNING)
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # Logical CPUs: room for every actor plus the CPU tasks, or a 2-core laptop with 2 actors
+    # would have no CPU left for the other stages and stall.
+    cpus = max(os.cpu_count() or 1, math.ceil(actors * num_cpus) + 1)
+    ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=runtime_env,
+             logging_level=logging.WARNING, log_to_driver=True)
+
+
+def quiet_ray_data(log: logging.Logger) -> None:
+    """Our progress bar and summary replace Ray Data's own bars and INFO lines."""
+    from ray.data import DataContext
+
+    if not log.isEnabledFor(logging.DEBUG):
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.execution_options.preserve_order = False
+
+
+def fault_hook_args() -> dict:
+    """Test hook: pass the fault variable to actors of an already-running Ray too."""
+    if FAULT_ENV in os.environ:
+        return {"runtime_env": {"env_vars": {FAULT_ENV: os.environ[FAULT_ENV]}}}
+    return {}
+
+
+def maybe_die(shard_id: int) -> None:
+    """Kill this process once, at ``shard_id``, when the fault hook asks for it (tests only)."""
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    marker, _, target = spec.rpartition(":")
+    if int(target) == int(shard_id) and not os.path.exists(marker):
+        with open(marker, "w") as fh:
+            fh.write(str(os.getpid()))
+        os._exit(1)
+
+
+def progress_bar(enabled: bool, total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="doc", desc=desc, disable=not enabled, dynamic_ncols=True)

@@ -1,0 +1,83 @@
+"""The attribution job on a local Ray: equals captum, independent of actors/batches, contract."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import FeatureAblation
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from raypipe import AttributionStore
+from raypipe.attribution.config import AttributeConfig
+from raypipe.attribution.pipeline import attribute
+from raypipe.cli.main import main
+from tests.models.tiny_models import build_tiny_bert_classifier
+
+pytestmark = pytest.mark.ray
+
+TEXTS = ["the movie was great fun", "a dull and boring film", "", "what a ride!",
+         "an unbelievably long and winding story, told slowly", "ok"]
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory) -> str:
+    return build_tiny_bert_classifier(tmp_path_factory.mktemp("clf"))
+
+
+def run(classifier, out, **overrides):
+    values = dict(model=classifier, corpus=TEXTS, out=str(out), progress=False, docs_per_shard=2)
+    values.update(overrides)
+    attribute(AttributeConfig(**values))
+    return AttributionStore(str(out)).table().to_pylist()
+
+
+def test_occlusion_equals_captum_feature_ablation(ray_local, classifier, tmp_path):
+    rows = run(classifier, tmp_path / "occ", method="occlusion", granularity="word")
+    model = AutoModelForSequenceClassification.from_pretrained(classifier).eval()
+    tok = AutoTokenizer.from_pretrained(classifier)
+    assert [r["doc_id"] for r in rows] == [0, 1, 3, 4, 5], "sorted, empty document skipped"
+    for row in rows:
+        enc = tok(TEXTS[row["doc_id"]], return_tensors="pt")
+        words = enc.word_ids()
+        n_words = max(w for w in words if w is not None) + 1
+        groups = torch.tensor([[w if w is not None else n_words + i for i, w in enumerate(words)]])
+        attention = enc["attention_mask"]
+        with torch.no_grad():
+            predicted = int(model(**enc).logits.argmax())
+        ablation = FeatureAblation(lambda ids: model(input_ids=ids, attention_mask=attention).logits)
+        attr = ablation.attribute(enc["input_ids"], baselines=tok.mask_token_id, target=predicted,
+                                  feature_mask=groups)[0]
+        expected = [float(attr[words.index(w)]) for w in range(n_words)]
+        assert row["target"] == predicted
+        np.testing.assert_allclose(row["scores"], expected, atol=1e-5)
+        assert row["units"] == [TEXTS[row["doc_id"]][s:e] for s, e in zip(row["char_start"], row["char_end"])]
+
+
+def test_same_scores_with_two_actors_and_other_budget(ray_local, classifier, tmp_path):
+    one = run(classifier, tmp_path / "one", method="kernel_shap", n_samples=16, target="0,1")
+    two = run(classifier, tmp_path / "two", method="kernel_shap", n_samples=16, target="0,1",
+              actors=2, num_cpus=0.5, batch_tokens=37)
+    assert [(r["doc_id"], r["target"]) for r in one] == [(r["doc_id"], r["target"]) for r in two]
+    assert len(one) == 10
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-5)
+
+
+def test_generation_rows_hold_the_target_by_unit_matrix(ray_local, tiny_gpt2_path, tmp_path):
+    rows = run(tiny_gpt2_path, tmp_path / "gen", method="occlusion", granularity="token",
+               max_new_tokens=3, baseline="remove")
+    for row in rows:
+        t, g = row["shape"]
+        assert t == len(row["target_tokens"]) <= 3 and g == len(row["units"])
+        assert len(row["scores"]) == t * g
+
+
+def test_cli_attribute_and_errors(ray_local, classifier, tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(TEXTS[:2]) + "\n")
+    assert main(["attribute", "--model", classifier, "--corpus", str(corpus), "--method", "lime",
+                 "--n-samples", "8", "--out", str(tmp_path / "lime"), "--no-progress"]) == 0
+    assert "rows           2" in capsys.readouterr().out
+    assert main(["attribute", "--model", classifier, "--corpus", str(corpus), "--method", "shap",
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "kernel_shap" in capsys.readouterr().err
