@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from raypipe.attribution.scoring import (
-    _as_continuation,
+    continuation_rows,
     check_class_indices,
     check_mode,
     class_scores_from_embeddings,
@@ -62,7 +62,6 @@ NOISE_STDEV_FRACTION = 0.1
 #: Most rows (documents x integration steps) one integrated-gradients forward pass holds.
 IG_ROWS_PER_PASS = 64
 
-_STOCHASTIC = ("smooth_grad", "gradient_shap")
 _TABLE_STD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -98,6 +97,10 @@ def gradient_attributions(
             a token id, or "zero" (zero embedding).
         reduction: "sum" over the embedding dimension (keeps the sign, and keeps IG's
             completeness: token scores sum to f(x) - f(b)), "l2" (norm) or "abs_sum".
+            Note: a model that reads its embeddings only through LayerNorm (BERT, GPT-2)
+            ignores a shift of all d coordinates, so its plain gradient sums to ~0 over d:
+            for saliency / smooth_grad on such models use "l2" or "abs_sum". Methods that
+            multiply by the input (input_x_gradient, IG, gradient_shap) are not affected.
         tokenizer: gives the special-token ids kept in the baseline and the baseline token ids;
             without it they come from ``model.config`` (pad / bos / eos / sep / cls ids).
         target_ids: generation continuation ``(T,)`` or ``(n, T)`` (e.g. from generate_target).
@@ -118,21 +121,21 @@ def gradient_attributions(
         raise ValueError(f"n_samples={n_samples} must be >= 1")
     out_device = input_ids.device
     device = model_device(model)
-    ids = _as_batch(input_ids, "input_ids").to(device).clone()
-    mask = _as_batch(attention_mask, "attention_mask").to(device).clone()
-    if ids.shape != mask.shape:
-        raise ValueError(
-            f"input_ids {tuple(ids.shape)} and attention_mask {tuple(mask.shape)} differ in shape; "
-            "pass the mask the tokenizer returned with these ids"
-        )
-    n = ids.shape[0]
-
-    # inference_mode(False): a Ray actor may call this inside inference_mode, where no graph is built
+    # inference_mode(False): a Ray actor may call this inside inference_mode, where no graph
+    # can be built (and tensors made there cannot enter one: hence the clones below)
     with torch.inference_mode(False), torch.enable_grad():
+        ids = _as_batch(input_ids, "input_ids").to(device).clone()  # (n, l)
+        mask = _as_batch(attention_mask, "attention_mask").to(device).clone()  # (n, l)
+        if ids.shape != mask.shape:
+            raise ValueError(
+                f"input_ids {tuple(ids.shape)} and attention_mask {tuple(mask.shape)} differ in "
+                "shape; pass the mask the tokenizer returned with these ids"
+            )
+        n = ids.shape[0]
         with torch.no_grad():
             embeds = model.get_input_embeddings()(ids).detach().clone()  # (n, l, d)
         base = _baseline_embeddings(model, ids, mask, embeds, baseline, tokenizer)  # (n, l, d)
-        noise = NOISE_STDEV_FRACTION * _embedding_table_std(model)
+        noise = noise_stdev(model)
 
         if kind == "classification":
             classes = _class_targets(target, n).to(device)  # (n,)
@@ -146,7 +149,7 @@ def gradient_attributions(
             )  # (n, l, d)
             return (_reduce(attr, reduction) * mask).detach().to(out_device)
 
-        continuation = _continuation(target, target_ids, n).to(device)  # (n, T)
+        continuation = _continuation(target, target_ids, n).to(device).clone()  # (n, T)
 
         def forward(x: torch.Tensor, m: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # (B, T)
             return continuation_scores_from_embeddings(model, x, m, t, mode)
@@ -380,10 +383,10 @@ def _continuation(
         raise ValueError("kind='generation' needs the continuation: pass target_ids=(T,) token ids, "
                          "e.g. from generate_target(model, tokenizer, input_ids[0], max_new_tokens)")
     if target_ids is None:
-        return _as_continuation(_token_ids(target), n)
-    continuation = _as_continuation(_token_ids(target_ids), n)
+        return continuation_rows(_token_ids(target), n)
+    continuation = continuation_rows(_token_ids(target_ids), n)
     if target is not None:
-        given = _as_continuation(_token_ids(target), n)
+        given = continuation_rows(_token_ids(target), n)
         if given.shape != continuation.shape or not torch.equal(given, continuation):
             raise ValueError("kind='generation' got both target and target_ids and they differ; "
                              "pass the continuation once, as target_ids")

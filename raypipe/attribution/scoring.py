@@ -200,7 +200,7 @@ def generation_scores(
     """
     check_mode(mode)
     device = model_device(model)
-    target_ids = _as_continuation(target_ids, input_ids.shape[0]).to(device)
+    target_ids = continuation_rows(target_ids, input_ids.shape[0]).to(device)
     with torch.inference_mode():
         embeds = model.get_input_embeddings()(input_ids.to(device))
         scores = continuation_scores_from_embeddings(
@@ -270,7 +270,7 @@ def _as_row_targets(targets: torch.Tensor, n_rows: int, *, name: str) -> torch.T
     return targets
 
 
-def _as_continuation(target_ids: torch.Tensor, n_rows: int) -> torch.Tensor:
+def continuation_rows(target_ids: torch.Tensor, n_rows: int) -> torch.Tensor:
     """``(n, T)`` long continuation ids from ``(T,)`` (shared by all rows) or ``(n, T)``."""
     target_ids = torch.as_tensor(target_ids).long()
     if target_ids.ndim == 1:

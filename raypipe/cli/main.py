@@ -45,6 +45,20 @@ Read the result: from raypipe import AttributionStore; AttributionStore("runs/sh
 """
 
 
+FIT_EXAMPLES = """\
+examples:
+  # a TopK SAE with 512 concepts, 16 active per unit, 2 passes, on a GPU:
+  raypipe fit --store runs/acts --split-point encoder.layer.5 --method topk_sae --concepts 512 \\
+      --top-k 16 --epochs 2 --num-gpus 1 --out runs/sae
+
+  # NMF concepts of a ReLU'd split point, fitted on a 1 GB uniform sample of the store:
+  raypipe fit --store runs/acts --method nmf --concepts 32 --memory-budget-mb 1024 --out runs/nmf
+
+Use it: from raypipe import ConceptModel; m = ConceptModel.load("runs/sae"); m.encode(x)
+Re-running the same command after a crash resumes from the last checkpoint.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     from raypipe.config import ExtractConfig
 
@@ -80,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_config_arguments(attribute, AttributeConfig)
 
+    fit = sub.add_parser(
+        "fit", help="fit a concept dictionary (SAE, NMF, PCA, ...) on an ActivationStore",
+        description=textwrap.dedent("""\
+            Fit a concept dictionary on one split point of an ActivationStore, in a Ray trainer
+            actor that streams the store (sparse autoencoders train on the stream and checkpoint;
+            batch methods fit a uniform reservoir sample within --memory-budget-mb). Output:
+            dictionary.safetensors + dictionary.json, loadable with ConceptModel.load(DIR)."""),
+        epilog=FIT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from raypipe.concepts.fit_config import FitConfig
+
+    add_config_arguments(fit, FitConfig)
+
     inspect = sub.add_parser("inspect", help="summarise a store: manifest, shards, first rows",
                              description="Print what an ActivationStore holds and how to read it.")
     inspect.add_argument("store", help="store directory")
@@ -106,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             return _extract(args)
         if args.command == "attribute":
             return _attribute(args)
+        if args.command == "fit":
+            return _fit(args)
         if args.command == "inspect":
             return _inspect(args)
         if args.command == "demo":
@@ -155,6 +183,22 @@ def _attribute(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fit(args: argparse.Namespace) -> int:
+    from raypipe.concepts.fit_config import FitConfig
+    from raypipe.concepts.trainer import fit_concepts
+
+    summary = fit_concepts(config_from_args(FitConfig, args))
+    metrics = ", ".join(f"{k} {v:.4g}" for k, v in summary["metrics"].items()
+                        if isinstance(v, (int, float)))
+    print(f"dictionary     {summary['out']}  ({summary['method']}, {summary['n_concepts']} concepts "
+          f"x {summary['dim']} dims, split point {summary['split_point']})\n"
+          f"metrics        {metrics}\n"
+          f"took           {summary['seconds']:.1f} s\n"
+          f"\nuse it:        from raypipe import ConceptModel; "
+          f"m = ConceptModel.load({summary['out']!r}); m.encode(x); m.dictionary")
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from raypipe.extraction.report import describe_store
 
@@ -166,10 +210,11 @@ def _is_user_error(err: Exception) -> bool:
     from raypipe.config import ConfigError
     from raypipe.corpus import CorpusError
     from raypipe.models import ModelLoadError, SplitPointError
+    from raypipe.concepts.trainer import FitInputError
     from raypipe.store import StoreExistsError
 
     return isinstance(err, (ConfigError, CorpusError, ModelLoadError, SplitPointError,
-                            StoreExistsError, FileNotFoundError))
+                            StoreExistsError, FileNotFoundError, FitInputError))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Layout of a checkpoint directory (``out_dir/checkpoint/``):
     checkpoint.safetensors  every tensor: "model.<state_dict key>", "model_extra.<attr>",
-                            "optimizer.<param index>.<state key>", "rng.<name>", "dead.rows_since_fired"
+                            "optimizer.<param index>.<state key>", "rng.<name>",
+                            "dead.rows_since_fired"
     checkpoint.json         counters (step, epoch, rows_in_epoch), optimizer param groups,
                             scheduler state, dead-tracker rows_seen, history, config, data identity
 

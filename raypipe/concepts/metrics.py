@@ -4,8 +4,8 @@ The accumulators keep their sums on the tensors' device and sync once, at ``resu
 ``.item()`` per training step would stall a GPU on every batch.
 
 Definitions, for rows ``x`` (n, d), reconstructions ``x_hat`` (n, d) and codes ``z`` (n, K):
-    r2  = 1 - Σ||x - x_hat||² / Σ||x - mean(x)||²   (mean over rows, per dimension; explained variance)
-    mse = Σ||x - x_hat||² / (n · d)                 (the mean squared error of overcomplete's losses)
+    r2  = 1 - Σ||x - x_hat||² / Σ||x - mean(x)||²   (explained variance; mean over rows)
+    mse = Σ||x - x_hat||² / (n · d)                 (as in overcomplete's losses)
     l0  = (number of nonzero entries of z) / n      (active latents per row)
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ def reconstruction_metrics(x: torch.Tensor, x_hat: torch.Tensor,
 
 
 class MetricAccumulator:
-    """``reconstruction_metrics`` over a stream of batches, equal to one call on their concatenation.
+    """``reconstruction_metrics`` over a stream of batches, equal to one call on all of them.
 
     The total variance is merged per dimension with Chan et al.'s pairwise update (count, mean,
     sum of squared deviations) in float64, so a large mean offset (common in transformer
@@ -131,7 +131,7 @@ class DeadLatentTracker:
 
 
 def plot_training_curve(history: list[dict], path: str | os.PathLike) -> None:
-    """Save a PNG (Agg) of every numeric series in ``history`` against its ``"step"``, one panel each.
+    """Save a PNG (Agg) of each numeric series in ``history`` against ``"step"``, one panel each.
 
     matplotlib is optional for raypipe: without it the plot is skipped with a warning, never
     failing a training run at its very end.

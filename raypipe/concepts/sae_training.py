@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -76,7 +77,11 @@ def train_sae(store: ActivationStore, split: str | int | None, config: TrainConf
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    rng_devices = [device.index or 0] if device.type == "cuda" else []
+    if config.holdout_shards and len(eval_store) == 0:
+        raise ValueError(f"the {config.holdout_shards} held-out shard(s) of store {store.path!r} "
+                         "hold no rows; raise holdout_shards or use 0 (in-sample metrics)")
+    rng_devices = ([device.index if device.index is not None else torch.cuda.current_device()]
+                   if device.type == "cuda" else [])
     with torch.random.fork_rng(devices=rng_devices):  # leave the caller's RNG untouched
         torch.manual_seed(config.seed)
         sae, sae_kwargs = build_sae(config, dim, device)
@@ -115,14 +120,14 @@ def train_sae(store: ActivationStore, split: str | int | None, config: TrainConf
     return _save_concept_model(config.method, sae, sae_kwargs, meta, out)
 
 
+@dataclass
 class _TrainState:
     """Counters a checkpoint restores: the position in the stream and the history so far."""
 
-    def __init__(self) -> None:
-        self.step = 0
-        self.epoch = 0
-        self.rows_in_epoch = 0
-        self.history: list[dict] = []
+    step: int = 0  # optimiser steps taken
+    epoch: int = 0  # the epoch being trained
+    rows_in_epoch: int = 0  # rows of that epoch's stream already trained on
+    history: list[dict] = field(default_factory=list)
 
 
 def resolve_device(name: str) -> torch.device:

@@ -23,7 +23,7 @@ class TrainConfig:
     n_concepts: int = 1024
     """Dictionary size K (number of latents)."""
     top_k: int = 32
-    """Active latents per row: TopK (exact), BatchTopK (on average over a batch), MP (iterations)."""
+    """Active latents per row: TopK (exact), BatchTopK (batch average), MP (iterations)."""
     epochs: int = 1
     """Passes over the training shards."""
     batch_size: int = 1024
@@ -37,7 +37,7 @@ class TrainConfig:
     l1: float = 1e-3
     """relu_sae sparsity weight: loss = MSE + l1 * mean over rows of sum_k |z_k|."""
     jumprelu_l0: float = 1e-3
-    """jumprelu_sae sparsity weight: loss = MSE + jumprelu_l0 * mean over rows of L0 (pseudo-gradient)."""
+    """jumprelu_sae sparsity weight: loss = MSE + jumprelu_l0 * mean over rows of L0."""
     clip_grad: float = 1.0
     """Maximum global gradient norm per step (0 = no clipping), as overcomplete's train_sae."""
     shuffle_buffer: int = 65536

@@ -175,6 +175,21 @@ def test_the_deciding_token_ranks_first(presence_task, method):
     assert torch.equal(ids[torch.arange(6), top], torch.full((6,), task.marker)), (scores, ids)
 
 
+def test_works_when_called_under_inference_mode(bert_classifier, gpt2_lm, encode):
+    """A Ray actor may wrap its whole call in inference_mode; the gradients must still flow."""
+    for (model, tokenizer), kind, target in [(bert_classifier, "classification", 1),
+                                              (gpt2_lm, "generation", CONTINUATION[:2])]:
+        batch = encode(tokenizer, TEXTS)
+        options = {"kind": kind, "mode": "log_softmax", "reduction": "l2", "tokenizer": tokenizer}
+        expected = gradient_attributions("saliency", model, batch["input_ids"],
+                                         batch["attention_mask"], target, **options)
+        with torch.inference_mode():
+            ids, mask = batch["input_ids"].clone(), batch["attention_mask"].clone()
+            inferred = gradient_attributions("saliency", model, ids, mask, target.clone()
+                                             if torch.is_tensor(target) else target, **options)
+        torch.testing.assert_close(inferred, expected)
+
+
 def test_invalid_arguments_name_the_valid_choices(bert_classifier, encode):
     model, tokenizer = bert_classifier
     batch = encode(tokenizer, TEXTS)

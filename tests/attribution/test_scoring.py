@@ -124,3 +124,26 @@ def test_generate_target_is_greedy(gpt2_lm, encode):
         logits = model(input_ids=sequence[None]).logits[0, len(prompt) - 1 : -1]
     scores = generation_scores(model, prompt[None], torch.ones_like(prompt)[None], generated, "logits")
     torch.testing.assert_close(scores[0], logits.max(-1).values, rtol=1e-5, atol=1e-5)
+
+
+class _NoLogitsToKeep(torch.nn.Module):
+    """A causal LM whose forward has no ``logits_to_keep``: the all-positions path."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def forward(self, inputs_embeds, attention_mask):
+        return self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask)
+
+
+def test_generation_scores_without_logits_to_keep(gpt2_lm, encode):
+    model, tokenizer = gpt2_lm
+    batch = encode(tokenizer, PROMPTS)
+    target = torch.tensor([2003, 1037])
+    sliced = generation_scores(model, batch["input_ids"], batch["attention_mask"], target)
+    full = generation_scores(_NoLogitsToKeep(model), batch["input_ids"], batch["attention_mask"], target)
+    torch.testing.assert_close(full, sliced, rtol=1e-5, atol=1e-6)

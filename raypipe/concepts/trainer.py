@@ -1,0 +1,129 @@
+"""ConceptTrainer: the Ray actor that fits a concept dictionary by streaming an ActivationStore.
+
+The actor owns the GPU (``num_gpus``) and reads the store itself, shard by shard: nothing is
+gathered on the driver. SAEs train on the stream and checkpoint as they go; batch methods are
+fitted on a uniform reservoir sample bounded by a memory budget. A killed trainer is restarted by
+Ray (``max_restarts``) and, like a re-run of the same command, resumes from the last checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from raypipe.concepts.fit_config import FitConfig
+
+log = logging.getLogger("raypipe.fit")
+
+
+class ConceptTrainer:
+    """Plain class; ``fit_concepts`` runs it as a Ray actor (tests may call it directly)."""
+
+    def __init__(self, config: dict) -> None:
+        self.config = FitConfig(**config)
+
+    def fit(self) -> dict:
+        from raypipe.store import ActivationStore
+
+        c = self.config
+        store = ActivationStore(c.store)
+        split = _split(store, c.split_point)
+        t0 = time.perf_counter()
+        if c.is_sae:
+            model = self._fit_sae(store, split)
+        else:
+            model = self._fit_batch(store, split)
+        model.meta.update(split_point=split, store=c.store, fit_config=c.to_dict(),
+                          fit_seconds=round(time.perf_counter() - t0, 2))
+        model.save(c.out)
+        return {"out": c.out, "method": c.method, "split_point": split,
+                "n_concepts": model.n_concepts, "dim": model.dim,
+                "metrics": model.meta.get("metrics", {}), "seconds": model.meta["fit_seconds"]}
+
+    def _fit_sae(self, store, split: str):
+        from raypipe.concepts.sae_training import train_sae
+        from raypipe.concepts.training_config import TrainConfig
+
+        c = self.config
+        train = TrainConfig(method=c.method, n_concepts=c.concepts, top_k=c.top_k, epochs=c.epochs,
+                            batch_size=c.batch_size, lr=c.lr, seed=c.seed,
+                            shuffle_buffer=c.shuffle_buffer, checkpoint_every=c.checkpoint_every,
+                            holdout_shards=c.holdout_shards)
+        return train_sae(store, split, train, c.out, progress=c.progress)
+
+    def _fit_batch(self, store, split: str):
+        from raypipe.concepts.batch_methods import fit_batch_method
+        from raypipe.concepts.reservoir import capacity_for_budget, reservoir_sample
+        from raypipe.concepts.sae_training import holdout_partition
+
+        c = self.config
+        train, held = holdout_partition(store, c.holdout_shards)
+        capacity = capacity_for_budget(c.memory_budget_mb * 2**20, store.dim(split))
+        batches = (b["activations"] for b in train.iter_batches(split, batch_size=8192, columns=()))
+        sample, seen = reservoir_sample(batches, capacity, seed=c.seed)
+        log.info("%s: fitting on a uniform sample of %d of %d rows (budget %d MB)", c.method,
+                 len(sample), seen, c.memory_budget_mb)
+        model = fit_batch_method(c.method, sample, c.concepts, seed=c.seed)
+        model.meta["reservoir"] = {"rows_sampled": int(len(sample)), "rows_seen": int(seen),
+                                   "memory_budget_mb": c.memory_budget_mb}
+        fit_sample = {f"sample_{k}": v for k, v in model.meta.get("metrics", {}).items()}
+        model.meta["metrics"] = dict(fit_sample, **heldout_metrics(
+            model, held if c.holdout_shards else train, split),
+            evaluated_on="holdout" if c.holdout_shards else "training rows")
+        return model
+
+
+def heldout_metrics(model, store, split: str, batch_size: int = 8192) -> dict:
+    """R², MSE, mean L0 over the rows of ``store`` (streamed): the same keys as SAE training."""
+    from raypipe.concepts.metrics import MetricAccumulator
+
+    acc = MetricAccumulator()
+    for batch in store.iter_batches(split, batch_size=batch_size, columns=()):
+        x = torch.from_numpy(batch["activations"])
+        codes = model.encode(x)
+        acc.update(x, model.decode(codes), codes)
+    return acc.result() if len(store) else {}
+
+
+class FitInputError(ValueError):
+    """The store or split point given to `raypipe fit` cannot be used."""
+
+
+def _split(store, split_point: str | None) -> str:
+    if split_point is None:
+        if len(store.split_points) != 1:
+            raise FitInputError(f"store {store.path!r} has split points {store.split_points}: choose one "
+                             "with --split-point")
+        return store.split_points[0]
+    if split_point not in store.split_points:
+        raise FitInputError(f"split point {split_point!r} is not in store {store.path!r}; it has "
+                         f"{store.split_points}")
+    return split_point
+
+
+def fit_concepts(config: FitConfig) -> dict:
+    """Run the trainer as a Ray actor (restarted once if it dies; it resumes from its checkpoint)."""
+    import ray
+
+    from raypipe.runtime import init_ray
+
+    from raypipe.store import ActivationStore
+
+    _split(ActivationStore(config.store), config.split_point)  # fail fast, before Ray starts
+    init_ray(config.address, 1, config.num_cpus)
+    actor_cls = ray.remote(num_gpus=config.num_gpus, num_cpus=config.num_cpus, max_restarts=2,
+                           max_task_retries=2)(ConceptTrainer)
+    trainer = actor_cls.remote(config.to_dict())
+    summary = ray.get(trainer.fit.remote())
+    Path(config.out, "fit_summary.json").write_text(json.dumps(summary, indent=1, default=_jsonable))
+    return summary
+
+
+def _jsonable(value):
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    return str(value)
