@@ -38,8 +38,9 @@ class AttributeConfig:
     seed: int = _opt(0, "seed: the same config gives the same scores whatever the actors/batches")
     baseline: str = _opt("mask", "what replaces a removed unit: mask, pad, unk, remove (drop from "
                          "the attention mask), or a token id; 'mask' falls back to pad without one")
-    reduction: str = _opt("sum", "gradient methods: reduction over the embedding dim: sum (signed, "
-                          "IG completeness), l2, abs_sum")
+    reduction: str = _opt("auto", "gradient methods: reduction over the embedding dim: sum (signed; "
+                          "IG completeness), l2, abs_sum; auto = l2 for saliency and smooth_grad "
+                          "(LayerNorm makes their plain gradient sum to ~0), sum otherwise")
     aggregation: str = _opt("sum", "gradient methods: token scores → unit scores (sum, mean, max, "
                             "min, signed_max)")
     text_column: str = _opt("text", "text column of JSONL/CSV/Parquet corpora")
@@ -74,7 +75,7 @@ class AttributeConfig:
         self.granularity = gran.value
         self.aggregation = Aggregation.parse(self.aggregation).value
         for name, allowed in (("task", TASKS), ("mode", ("logits", "softmax", "log_softmax")),
-                              ("reduction", ("sum", "l2", "abs_sum")), ("dtype", DTYPES)):
+                              ("reduction", ("auto", "sum", "l2", "abs_sum")), ("dtype", DTYPES)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name}={getattr(self, name)!r} is not one of {', '.join(allowed)}")
         self.baseline = str(self.baseline)
@@ -86,6 +87,15 @@ class AttributeConfig:
         for name in ("n_samples", "actors", "batch_tokens", "docs_per_shard", "max_new_tokens"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def effective_reduction(self) -> str:
+        """``auto``: a LayerNorm after the embeddings ignores shifts of all coordinates, so a
+        plain gradient sums to ~0 over the embedding dim (BERT, GPT-2); its L2 norm is the
+        usual saliency. Methods that multiply by the input keep the signed sum."""
+        if self.reduction != "auto":
+            return self.reduction
+        return "l2" if self.method in ("saliency", "smooth_grad") else "sum"
 
     @property
     def is_gradient(self) -> bool:

@@ -163,7 +163,7 @@ class ScoreShard:
         # "remove" has no embedding: the closest gradient baseline is the zero embedding
         baseline = "zero" if c.baseline == "remove" else effective_baseline(c.baseline, self.tokenizer)
         common = dict(mode=c.mode, n_samples=c.n_samples, seed=c.seed, baseline=baseline,
-                      reduction=c.reduction, tokenizer=self.tokenizer)
+                      reduction=c.effective_reduction, tokenizer=self.tokenizer)
         if self.kind == "generation":
             for w in work:
                 original = torch.as_tensor(w.doc.windows[0])

@@ -42,6 +42,7 @@ examples:
       --method integrated_gradients --mode log_softmax --out runs/ig
 
 Read the result: from raypipe import AttributionStore; AttributionStore("runs/shap").table()
+Look at it:      raypipe show runs/shap --out shap.html
 """
 
 
@@ -106,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_config_arguments(fit, FitConfig)
 
+    show = sub.add_parser("show", help="write a self-contained HTML page of an attribution store",
+                          description="Render an attribution store as one offline HTML page: "
+                                      "unit heatmaps per (document, target), and for generation "
+                                      "the (target token x unit) matrix.")
+    show.add_argument("store", help="attribution store directory (the --out of `raypipe attribute`)")
+    show.add_argument("--out", required=True, help="HTML file to write")
+    show.add_argument("--max-docs", type=int, default=200, help="documents shown (default 200)")
+
     inspect = sub.add_parser("inspect", help="summarise a store: manifest, shards, first rows",
                              description="Print what an ActivationStore holds and how to read it.")
     inspect.add_argument("store", help="store directory")
@@ -134,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
             return _attribute(args)
         if args.command == "fit":
             return _fit(args)
+        if args.command == "show":
+            from raypipe.report import render_attribution_page
+
+            print(render_attribution_page(args.store, args.out, max_docs=args.max_docs))
+            return 0
         if args.command == "inspect":
             return _inspect(args)
         if args.command == "demo":

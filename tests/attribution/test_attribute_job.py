@@ -11,7 +11,6 @@ from raypipe import AttributionStore
 from raypipe.attribution.config import AttributeConfig
 from raypipe.attribution.pipeline import attribute
 from raypipe.cli.main import main
-from tests.models.tiny_models import build_tiny_bert_classifier
 
 pytestmark = pytest.mark.ray
 
@@ -20,8 +19,9 @@ TEXTS = ["the movie was great fun", "a dull and boring film", "", "what a ride!"
 
 
 @pytest.fixture(scope="module")
-def classifier(tmp_path_factory) -> str:
-    return build_tiny_bert_classifier(tmp_path_factory.mktemp("clf"))
+def classifier(tiny_bert_classifier_path) -> str:
+    """A random classifier whose logits do move with the input (init 0.3, see conftest)."""
+    return tiny_bert_classifier_path
 
 
 def run(classifier, out, **overrides):
@@ -49,7 +49,8 @@ def test_occlusion_equals_captum_feature_ablation(ray_local, classifier, tmp_pat
                                   feature_mask=groups)[0]
         expected = [float(attr[words.index(w)]) for w in range(n_words)]
         assert row["target"] == predicted
-        np.testing.assert_allclose(row["scores"], expected, atol=1e-5)
+        assert np.abs(expected).max() > 1e-2, "the model must react to the ablations"
+        np.testing.assert_allclose(row["scores"], expected, rtol=1e-4, atol=1e-6)
         assert row["units"] == [TEXTS[row["doc_id"]][s:e] for s, e in zip(row["char_start"], row["char_end"])]
 
 

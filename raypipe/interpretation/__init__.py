@@ -1,0 +1,1 @@
+"""Interpreting concepts across a whole store: top-activating units, frequencies, contexts."""
