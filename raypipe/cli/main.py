@@ -107,6 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_config_arguments(fit, FitConfig)
 
+    interpret = sub.add_parser(
+        "interpret", help="top-activating units of every concept over a whole store",
+        description="Encode every row of an ActivationStore with a fitted concept model (one Ray "
+                    "task per shard, merged exactly) and keep each concept's top-activating units "
+                    "with a context window, plus its activation frequency.",
+        epilog="example:\n  raypipe interpret --store runs/acts --concepts runs/sae --top-k 20 "
+               "--out runs/interp\n  raypipe report runs/interp --out concepts.html",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    from raypipe.interpretation.interpret_job import InterpretConfig
+
+    add_config_arguments(interpret, InterpretConfig)
+
+    report = sub.add_parser("report", help="write a self-contained HTML concept browser",
+                            description="One card per concept: top contexts with the activating "
+                                        "unit highlighted, frequency, metrics.")
+    report.add_argument("interpretation", help="the --out directory of `raypipe interpret`")
+    report.add_argument("--out", required=True, help="HTML file to write")
+    report.add_argument("--max-concepts", type=int, default=500, help="cards shown (default 500)")
+
     show = sub.add_parser("show", help="write a self-contained HTML page of an attribution store",
                           description="Render an attribution store as one offline HTML page: "
                                       "unit heatmaps per (document, target), and for generation "
@@ -143,6 +162,20 @@ def main(argv: list[str] | None = None) -> int:
             return _attribute(args)
         if args.command == "fit":
             return _fit(args)
+        if args.command == "interpret":
+            from raypipe.interpretation.interpret_job import InterpretConfig, interpret_concepts
+
+            summary = interpret_concepts(config_from_args(InterpretConfig, args))
+            print(f"interpreted    {summary['n_concepts']} concepts over {summary['rows']:,} rows "
+                  f"({summary['dead_concepts']} never fire)\nwritten        {args.out}/"
+                  f"top_activations.parquet, concepts.parquet\nlook at it:    raypipe report "
+                  f"{args.out} --out {args.out}/concepts.html")
+            return 0
+        if args.command == "report":
+            from raypipe.report.concept_page import render_concept_page
+
+            print(render_concept_page(args.interpretation, args.out, max_concepts=args.max_concepts))
+            return 0
         if args.command == "show":
             from raypipe.report import render_attribution_page
 
