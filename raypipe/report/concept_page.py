@@ -33,12 +33,12 @@ CONCEPT_CSS = """
 .context { white-space:pre-wrap; overflow-wrap:anywhere; line-height:1.8; margin:0; }
 .contexts { margin:6px 0 0; padding-left:26px; }
 .contexts li { margin:4px 0; padding:2px 0; border-bottom:1px solid #eef0f2; }
-.contexts .score { color:var(--muted); font-variant-numeric:tabular-nums; margin-left:8px;
-  font-size:12px; }
+.contexts .score { float:right; color:var(--muted); font-variant-numeric:tabular-nums;
+  margin-left:12px; font-size:12px; line-height:1.8; }
 .top-texts { margin:2px 0 4px; } .top-texts code { background:#eef0f2; padding:0 4px;
   border-radius:3px; margin-right:4px; white-space:pre; }
-.concept.dead { opacity:.75; }
-.curve { max-width:640px; width:100%; border:1px solid var(--line); background:#fff; }
+.concept.dead { opacity:.75; } h2 .muted { font-weight:normal; }
+.curve { max-width:min(640px, 100%); height:auto; border:1px solid var(--line); background:#fff; }
 .search { margin:8px 0 12px; } .search input { font:inherit; padding:4px 8px; width:320px;
   border:1px solid var(--line); border-radius:4px; }
 .legend-bar.one-sided { width:160px; }
@@ -49,7 +49,7 @@ CONCEPT_CSS = """
 FILTER_SCRIPT = """
 (function () {
   var box = document.getElementById("concept-search");
-  box.parentNode.hidden = false;
+  box.closest(".search").hidden = false;
   var cards = document.querySelectorAll(".concept");
   box.addEventListener("input", function () {
     var q = box.value.trim().toLowerCase();
@@ -238,10 +238,11 @@ def _context_item(row: dict, scale: float) -> str:
     context, h0, h1 = row["context"] or "", int(row["highlight_start"]), int(row["highlight_end"])
     h0, h1 = max(0, min(h0, len(context))), max(0, min(h1, len(context)))
     value = float(row["activation"])
-    tip = f"{row['text']}: activation {exact_score(value)} (doc {row['doc_id']}, unit {row['unit']})"
+    tip = (f"{row['text']}: activation {exact_score(value)} "
+           f"(doc {row['doc_id']}, unit {row['unit']})")
     mark = (f'<mark class="unit" data-activation="{exact_score(value)}" '
             f'style="{colour_style(value, scale)}" title="{escape(tip)}">'
             f"{escape(context[h0:h1])}</mark>")
     return (f'<li data-rank="{int(row["rank"])}" data-doc-id="{escape(row["doc_id"])}">'
-            f'<p class="context">{escape(context[:h0])}{mark}{escape(context[h1:])}</p>'
-            f'<span class="score">{_plain(value)} · doc {escape(row["doc_id"])}</span></li>')
+            f'<span class="score">{_plain(value)} · doc {escape(row["doc_id"])}</span>'
+            f'<p class="context">{escape(context[:h0])}{mark}{escape(context[h1:])}</p></li>')
