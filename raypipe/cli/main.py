@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Interpretability at corpus scale on Ray: stream a model's activations at "
                     "chosen split points into a Parquet store.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Start with `raypipe demo`, then `raypipe inspect runs/demo`.")
+        epilog="Start with `raypipe demo`, then `raypipe inspect runs/demo/activations` and open "
+               "runs/demo/report.html.")
     parser.add_argument("--version", action="version", version=f"raypipe {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -134,16 +135,30 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--out", required=True, help="HTML file to write")
     show.add_argument("--max-docs", type=int, default=200, help="documents shown (default 200)")
 
+    mine = sub.add_parser(
+        "mine", help="concept mining in one job: extract -> fit -> interpret -> report",
+        description="Extract activations, fit a concept dictionary, find every concept's top "
+                    "units over the whole corpus and write an HTML concept browser. Each stage "
+                    "resumes: re-run the same command after a crash.",
+        epilog="example:\n  raypipe mine --model ./gpt2 --corpus docs.txt --split-point 6 "
+               "--method topk_sae --concepts 512 --out runs/mine\n  ray job submit --working-dir . "
+               "-- raypipe mine --config mine.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    from raypipe.mining import MineConfig
+
+    add_config_arguments(mine, MineConfig)
+
     inspect = sub.add_parser("inspect", help="summarise a store: manifest, shards, first rows",
                              description="Print what an ActivationStore holds and how to read it.")
     inspect.add_argument("store", help="store directory")
     inspect.add_argument("--rows", type=int, default=5, help="how many units to show (default 5)")
 
     demo = sub.add_parser(
-        "demo", help="run the embedded default job (MiniLM over the stdlib docstrings, local Ray)",
-        description="Extract MiniLM token activations (last block) for the Python standard "
-                    "library's docstrings on a local Ray: needs nothing but the install.")
-    demo.add_argument("--out", default="runs/demo", help="store directory (default runs/demo)")
+        "demo", help="run the embedded default job (concept mining: MiniLM over the stdlib docstrings)",
+        description="Concept mining on a local Ray with nothing but the install: MiniLM token "
+                    "activations (last block) for the Python standard library's docstrings, a "
+                    "TopK SAE, every concept's top tokens, an HTML concept browser.")
+    demo.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     demo.add_argument("--max-docs", type=int, default=4000,
                       help="documents to embed (default 4000 of ~9,800; 0 = all)")
     demo.add_argument("--actors", type=int, default=1, help="model actors (default 1)")
@@ -180,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
             from raypipe.report import render_attribution_page
 
             print(render_attribution_page(args.store, args.out, max_docs=args.max_docs))
+            return 0
+        if args.command == "mine":
+            from raypipe.mining import MineConfig, mine_concepts
+
+            result = mine_concepts(config_from_args(MineConfig, args))
+            print(f"concept report: {result['report']}")
             return 0
         if args.command == "inspect":
             return _inspect(args)

@@ -32,6 +32,10 @@ class ConceptTrainer:
         c = self.config
         store = ActivationStore(c.store)
         split = _split(store, c.split_point)
+        if c.holdout_shards >= len(store.shards):
+            log.warning("store has %d shard(s): nothing left to hold out, metrics are in-sample",
+                        len(store.shards))
+            self.config = c = FitConfig(**(c.to_dict() | {"holdout_shards": 0}))
         t0 = time.perf_counter()
         if c.is_sae:
             model = self._fit_sae(store, split)
@@ -118,7 +122,7 @@ def fit_concepts(config: FitConfig) -> dict:
     actor_cls = ray.remote(num_gpus=config.num_gpus, num_cpus=config.num_cpus, max_restarts=2,
                            max_task_retries=2)(ConceptTrainer)
     trainer = actor_cls.remote(config.to_dict())
-    summary = ray.get(trainer.fit.remote())
+    summary = ray.get(trainer.fit.remote()) | {"config": config.to_dict()}
     Path(config.out, "fit_summary.json").write_text(json.dumps(summary, indent=1, default=_jsonable))
     return summary
 

@@ -71,10 +71,11 @@ def test_extract_then_inspect(ray_local, minilm_path, tmp_path, capsys):
 
 
 @pytest.mark.ray
-def test_demo_runs_offline_and_resumes(ray_local, tmp_path, capsys):
+def test_demo_mines_concepts_offline_and_resumes(ray_local, tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--max-docs", "40"]) == 0
     first = capsys.readouterr().out
-    assert "documents      40" in first and "raypipe inspect" in first
+    assert "documents      40" in first and "concept report:" in first and "#" in first
+    assert (out / "report.html").is_file() and (out / "concepts" / "dictionary.json").is_file()
     assert main(["demo", "--out", str(out), "--max-docs", "40"]) == 0
     assert "0 written, 1 already complete" in capsys.readouterr().out

@@ -1,0 +1,119 @@
+"""`raypipe mine`: extract → fit → interpret → report as one resumable job.
+
+Each stage writes into its own folder under ``out`` and is resumable on its own terms: the
+extraction skips complete shards, the trainer resumes from its checkpoint (or is skipped when
+its dictionary exists), the interpretation is skipped when its summary exists, and the report is
+cheap and always rewritten. So re-running the same command after any crash finishes the job.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raypipe.config import ConfigError, _opt
+
+log = logging.getLogger("raypipe.mine")
+
+
+@dataclass
+class MineConfig:
+    """Concept mining in one command: activations, a dictionary, its interpretation, a report."""
+
+    model: str = _opt("", "model folder or hub id", required=True)
+    corpus: Any = _opt("", "corpus (as for extract)", required=True)
+    out: str = _opt("", "output folder: activations/, concepts/, interpretation/, report.html",
+                    required=True)
+    split_point: str = _opt("-1", "one split point: block index or module path")
+    granularity: str = _opt("token", "units: token, word, sentence, ...")
+    aggregation: str = _opt("mean", "aggregation for word/sentence/sample units")
+    text_column: str = _opt("text", "text column of table corpora")
+    max_docs: int | None = _opt(None, "only the first N documents")
+    max_length: int | None = _opt(256, "tokens per document")
+    method: str = _opt("topk_sae", "dictionary method (see `raypipe fit --help`)")
+    concepts: int = _opt(128, "number of concepts")
+    top_k: int = _opt(8, "active concepts per unit (TopK SAEs)")
+    epochs: int = _opt(3, "SAE passes over the activations")
+    batch_size: int = _opt(1024, "SAE batch size")
+    seed: int = _opt(0, "seed")
+    top_activations: int = _opt(20, "top units kept per concept")
+    actors: int = _opt(1, "model actors for the extraction")
+    num_gpus: float = _opt(0.0, "GPUs per model actor and for the trainer")
+    address: str | None = _opt(None, "Ray address to join (default: RAY_ADDRESS, else local)")
+    progress: bool = _opt(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        for name in ("model", "out"):
+            if not getattr(self, name):
+                raise ConfigError(f"'{name}' is required (--{name})")
+        if self.corpus in ("", None, []):
+            raise ConfigError("'corpus' is required (--corpus)")
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        root = Path(self.out)
+        return {"activations": root / "activations", "concepts": root / "concepts",
+                "interpretation": root / "interpretation", "report": root / "report.html"}
+
+
+def mine_concepts(config: MineConfig) -> dict:
+    """Run every stage that is not finished yet; returns what the report needs to be found."""
+    from raypipe.concepts.fit_config import FitConfig
+    from raypipe.concepts.trainer import fit_concepts
+    from raypipe.config import ExtractConfig
+    from raypipe.extraction import extract_activations
+    from raypipe.interpretation.interpret_job import InterpretConfig, interpret_concepts
+    from raypipe.report.concept_page import render_concept_page
+
+    p = config.paths
+    Path(config.out).mkdir(parents=True, exist_ok=True)
+    log.info("stage 1/4: extract activations -> %s", p["activations"])
+    extracted = extract_activations(ExtractConfig(
+        model=config.model, corpus=config.corpus, out=str(p["activations"]),
+        split_points=[config.split_point], granularity=config.granularity,
+        aggregation=config.aggregation, text_column=config.text_column, max_docs=config.max_docs,
+        max_length=config.max_length, actors=config.actors, num_gpus=config.num_gpus,
+        address=config.address, progress=config.progress))
+    fit = FitConfig(store=str(p["activations"]), out=str(p["concepts"]), method=config.method,
+                    concepts=config.concepts, top_k=config.top_k, epochs=config.epochs,
+                    batch_size=config.batch_size, seed=config.seed, num_gpus=config.num_gpus,
+                    address=config.address, progress=config.progress)
+    log.info("stage 2/4: fit %s with %d concepts -> %s", config.method, config.concepts, p["concepts"])
+    if _done(p["concepts"] / "fit_summary.json", fit.to_dict(), "config"):
+        fitted = json.loads((p["concepts"] / "fit_summary.json").read_text())
+    else:
+        fitted = fit_concepts(fit)
+    interpret = InterpretConfig(store=str(p["activations"]), concepts=str(p["concepts"]),
+                                out=str(p["interpretation"]), top_k=config.top_activations,
+                                address=config.address, progress=config.progress)
+    log.info("stage 3/4: top-activating units -> %s", p["interpretation"])
+    summary_path = p["interpretation"] / "interpretation.json"
+    if not _done(summary_path, dataclasses.asdict(interpret), "config"):
+        interpret_concepts(interpret)
+    log.info("stage 4/4: report -> %s", p["report"])
+    render_concept_page(str(p["interpretation"]), str(p["report"]))
+    return {"report": str(p["report"]), "extraction": extracted, "fit": fitted,
+            "interpretation": str(p["interpretation"])}
+
+
+def _done(path: Path, config: dict, key: str) -> bool:
+    """A stage is finished when its summary exists and was made with the same config."""
+    if not path.is_file():
+        return False
+    try:
+        return json.loads(path.read_text()).get(key) == json.loads(json.dumps(config, default=str))
+    except json.JSONDecodeError:
+        return False
+
+
+def top_concepts(interpretation: str, n: int = 5) -> list[tuple[int, float, str]]:
+    """The ``n`` most frequent live concepts: (concept, frequency, top texts)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(Path(interpretation) / "concepts.parquet").to_pylist()
+    live = [r for r in table if r["frequency"] > 0]
+    live.sort(key=lambda r: -r["mean_activation"])
+    return [(r["concept"], r["frequency"], r["top_texts"]) for r in live[:n]]
