@@ -148,9 +148,9 @@ def test_gradient_matches_finite_differences(classifier):
         shift = eps * concepts.tensors["scale"][k] * concepts.dictionary[k].double()
 
         def hook(module, args, output):
-            h = output[0].clone()
+            h = select_hidden_states(output, 0, path).clone()
             h[0, token] += shift
-            return (h, *output[1:])
+            return h if isinstance(output, torch.Tensor) else (h, *output[1:])
 
         handle = model.get_submodule(path).register_forward_hook(hook)
         try:
