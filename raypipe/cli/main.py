@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import textwrap
@@ -120,6 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_config_arguments(interpret, InterpretConfig)
 
+    grads = sub.add_parser(
+        "concept-gradients", help="gradient of a model output w.r.t. concept activations, per document",
+        description="Splice a fitted concept model into the split point (h -> decode(encode(h)) + "
+                    "residual) and take the gradient of the chosen output w.r.t. the concept "
+                    "activations, over a corpus on the model actor pool (interpreto's "
+                    "concept_output_gradient, at corpus scale).",
+        epilog="example:\n  raypipe concept-gradients --model ./clf --corpus reviews.txt --concepts "
+               "runs/sae --target predicted --out runs/cgrad",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    from raypipe.interpretation.concept_gradient_job import ConceptGradientConfig
+
+    add_config_arguments(grads, ConceptGradientConfig)
+
     report = sub.add_parser("report", help="write a self-contained HTML concept browser",
                             description="One card per concept: top contexts with the activating "
                                         "unit highlighted, frequency, metrics.")
@@ -185,6 +199,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"({summary['dead_concepts']} never fire)\nwritten        {args.out}/"
                   f"top_activations.parquet, concepts.parquet\nlook at it:    raypipe report "
                   f"{args.out} --out {args.out}/concepts.html")
+            return 0
+        if args.command == "concept-gradients":
+            from raypipe.interpretation.concept_gradient_job import (ConceptGradientConfig,
+                                                                     concept_gradients_job)
+
+            summary = concept_gradients_job(config_from_args(ConceptGradientConfig, args))
+            print(json.dumps(summary, indent=1, default=str))
             return 0
         if args.command == "report":
             from raypipe.report.concept_page import render_concept_page

@@ -82,3 +82,37 @@ def test_cli_attribute_and_errors(ray_local, classifier, tmp_path, capsys):
     assert main(["attribute", "--model", classifier, "--corpus", str(corpus), "--method", "shap",
                  "--out", str(tmp_path / "x")]) == 2
     assert "kernel_shap" in capsys.readouterr().err
+
+
+def test_generation_with_target_column_equals_plain_forward(ray_local, tiny_gpt2_path, tmp_path):
+    import json as _json
+
+    from transformers import AutoModelForCausalLM
+
+    docs = [{"text": "the cat sat on", "answer": " the mat"},
+            {"text": "one two three", "answer": " four five"}]
+    corpus = tmp_path / "prompts.jsonl"
+    corpus.write_text("\n".join(_json.dumps(d) for d in docs) + "\n")
+    rows = run(tiny_gpt2_path, tmp_path / "gen", corpus=str(corpus), method="occlusion",
+               granularity="token", target_column="answer", mode="log_softmax", baseline="pad")
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt2_path).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_gpt2_path)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    def continuation_score(prompt: list[int], answer: list[int]) -> np.ndarray:
+        ids = torch.tensor([prompt + answer])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=ids).logits[0], -1)
+        return np.array([float(logp[len(prompt) - 1 + j, a]) for j, a in enumerate(answer)])
+
+    for row, doc in zip(rows, docs):
+        enc = tok(doc["text"], return_special_tokens_mask=True)
+        prompt = enc["input_ids"]
+        units = [i for i, special in enumerate(enc["special_tokens_mask"]) if not special]
+        answer = tok(doc["answer"], add_special_tokens=False)["input_ids"]
+        assert row["target_tokens"] == tok.convert_ids_to_tokens(answer)
+        base = continuation_score(prompt, answer)
+        expected = np.stack([base - continuation_score(prompt[:i] + [pad] + prompt[i + 1:], answer)
+                             for i in units], axis=1)   # (T, g)
+        assert row["shape"] == list(expected.shape)
+        np.testing.assert_allclose(np.reshape(row["scores"], row["shape"]), expected, atol=1e-4)

@@ -10,8 +10,8 @@ import torch
 
 from raypipe.attribution.faithfulness import (curve_auc, deletion_masks, fractions,
                                               insertion_masks, random_order_masks, step_counts)
-from raypipe.attribution.faithfulness_job import (FaithfulnessConfig, distinct_rows,
-                                                  evaluate_faithfulness, curve_masks)
+from raypipe.attribution.faithfulness_job import (FaithfulnessConfig, curve_masks,
+                                                  distinct_rows, evaluate_faithfulness)
 from raypipe.config import ConfigError
 
 TEXTS = ["the movie was great fun", "a dull and boring film", "what a ride!",

