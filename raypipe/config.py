@@ -26,6 +26,20 @@ def _opt(default: Any, help: str, **meta: Any) -> Any:
     return field(default=default, metadata={"help": help, **meta})
 
 
+def require_fields(config: Any, *names: str) -> None:
+    """Raise ConfigError naming the first of ``names`` that is empty, with its flag."""
+    for name in names:
+        if getattr(config, name) in ("", None, []):
+            raise ConfigError(f"'{name}' is required (--{name.replace('_', '-')})")
+
+
+def require_at_least_one(config: Any, *names: str) -> None:
+    """Raise ConfigError for the first of ``names`` (integer fields) below 1."""
+    for name in names:
+        if int(getattr(config, name)) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(config, name)}")
+
+
 # Fields that change how a job runs but not what it writes; left out of the config hash so a
 # resumed job may use more actors, other GPUs or another batch budget.
 RUNTIME_ONLY = frozenset({"actors", "num_gpus", "num_cpus", "torch_threads", "address",
@@ -79,11 +93,7 @@ class ExtractConfig:
             self.split_points = parse_split_points(self.split_points)
         self.split_points = [int(p) if isinstance(p, str) and _is_int(p) else p
                              for p in self.split_points]
-        for name in ("model", "out"):
-            if not getattr(self, name):
-                raise ConfigError(f"'{name}' is required (--{name.replace('_', '-')})")
-        if self.corpus in ("", None, []):
-            raise ConfigError("'corpus' is required (--corpus)")
+        require_fields(self, "model", "corpus", "out")
         gran = Granularity.parse(self.granularity)
         if gran is Granularity.ALL:
             raise ConfigError("granularity 'all' is the padded (n, l, d) tensor of the in-memory API "
@@ -98,9 +108,7 @@ class ExtractConfig:
             self.store_dtype = self.dtype
         if self.store_dtype not in DTYPES:
             raise ConfigError(f"store_dtype={self.store_dtype!r} is not one of {', '.join(DTYPES)}")
-        for name in ("actors", "batch_tokens", "docs_per_shard"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(self, "actors", "batch_tokens", "docs_per_shard")
         if self.max_length is not None and self.max_length < 2:
             raise ConfigError(f"max_length must be >= 2, got {self.max_length}")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raypipe.config import ConfigError, _opt
+from raypipe.config import _opt, require_fields
 
 log = logging.getLogger("raypipe.mine")
 
@@ -46,11 +46,7 @@ class MineConfig:
     progress: bool = _opt(True, "show progress bars")
 
     def __post_init__(self) -> None:
-        for name in ("model", "out"):
-            if not getattr(self, name):
-                raise ConfigError(f"'{name}' is required (--{name})")
-        if self.corpus in ("", None, []):
-            raise ConfigError("'corpus' is required (--corpus)")
+        require_fields(self, "model", "corpus", "out")
 
     @property
     def paths(self) -> dict[str, Path]:

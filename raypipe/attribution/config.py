@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from raypipe.config import DTYPES, ConfigError, _opt
+from raypipe.config import DTYPES, ConfigError, _opt, require_at_least_one, require_fields
 from raypipe.granularity import Aggregation, Granularity
 
 PERTURBATION = ("occlusion", "feature_ablation", "lime", "kernel_shap", "sobol")
@@ -60,11 +60,7 @@ class AttributeConfig:
     progress: bool = _opt(True, "show a progress bar")
 
     def __post_init__(self) -> None:
-        for name in ("model", "out"):
-            if not getattr(self, name):
-                raise ConfigError(f"'{name}' is required (--{name})")
-        if self.corpus in ("", None, []):
-            raise ConfigError("'corpus' is required (--corpus)")
+        require_fields(self, "model", "corpus", "out")
         if self.method not in METHODS:
             raise ConfigError(f"method={self.method!r} is not one of {', '.join(METHODS)}")
         gran = Granularity.parse(self.granularity)
@@ -84,9 +80,8 @@ class AttributeConfig:
         self.target = str(self.target)
         if self.targets is not None and any(t < 0 for t in self.targets):
             raise ConfigError(f"target={self.target!r}: class indices must be >= 0")
-        for name in ("n_samples", "actors", "batch_tokens", "docs_per_shard", "max_new_tokens"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(self, "n_samples", "actors", "batch_tokens", "docs_per_shard",
+                             "max_new_tokens")
 
     @property
     def effective_reduction(self) -> str:

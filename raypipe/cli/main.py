@@ -97,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_config_arguments(attribute, AttributeConfig)
 
+    faith = sub.add_parser(
+        "faithfulness", help="insertion / deletion AUC of an attribution store, on the actor pool",
+        description="Delete (or insert) units in order of decreasing attribution and score the "
+                    "model after each step, as a distributed job over an attribution store; also "
+                    "a seeded random order per document for comparison. Lower deletion AUC and "
+                    "higher insertion AUC mean more faithful attributions.",
+        epilog="example:\n  raypipe faithfulness --store runs/shap --out runs/shap-faith",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    from raypipe.attribution.faithfulness_job import FaithfulnessConfig
+
+    add_config_arguments(faith, FaithfulnessConfig)
+
     fit = sub.add_parser(
         "fit", help="fit a concept dictionary (SAE, NMF, PCA, ...) on an ActivationStore",
         description=textwrap.dedent("""\
@@ -189,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
             return _extract(args)
         if args.command == "attribute":
             return _attribute(args)
+        if args.command == "faithfulness":
+            from raypipe.attribution.faithfulness_job import FaithfulnessConfig, evaluate_faithfulness
+
+            summary = evaluate_faithfulness(config_from_args(FaithfulnessConfig, args))
+            print(json.dumps(summary, indent=1, default=str))
+            return 0
         if args.command == "fit":
             return _fit(args)
         if args.command == "interpret":

@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from raypipe.concepts.methods import ALL_METHODS, SAE_METHODS
-from raypipe.config import ConfigError, _opt
+from raypipe.config import ConfigError, _opt, require_at_least_one, require_fields
 
 
 @dataclass
@@ -36,18 +36,15 @@ class FitConfig:
     progress: bool = _opt(True, "show a progress bar")
 
     def __post_init__(self) -> None:
-        for name in ("store", "out"):
-            if not getattr(self, name):
-                raise ConfigError(f"'{name}' is required (--{name})")
+        require_fields(self, "store", "out")
         try:
             from raypipe.concepts.methods import check_method
 
             check_method(self.method)
         except ValueError as err:
             raise ConfigError(str(err)) from err
-        for name in ("concepts", "top_k", "epochs", "batch_size", "memory_budget_mb", "checkpoint_every"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(self, "concepts", "top_k", "epochs", "batch_size", "memory_budget_mb",
+                             "checkpoint_every")
         if self.holdout_shards < 0:
             raise ConfigError(f"holdout_shards must be >= 0, got {self.holdout_shards}")
 

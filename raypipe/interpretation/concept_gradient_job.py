@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from raypipe.config import RUNTIME_ONLY, ConfigError, _opt
+from raypipe.config import RUNTIME_ONLY, ConfigError, _opt, require_at_least_one, require_fields
 
 log = logging.getLogger("raypipe.concept_gradients")
 
@@ -68,17 +68,11 @@ class ConceptGradientConfig:
     def __post_init__(self) -> None:
         from raypipe.attribution.scoring import MODES
 
-        for name in ("model", "concepts", "out"):
-            if not getattr(self, name):
-                raise ConfigError(f"'{name}' is required (--{name.replace('_', '-')})")
-        if self.corpus in ("", None, []):
-            raise ConfigError("'corpus' is required (--corpus)")
+        require_fields(self, "model", "corpus", "concepts", "out")
         self.target = _parse_target(self.target)
         if self.mode not in MODES:
             raise ConfigError(f"mode={self.mode!r} is not one of {', '.join(MODES)}")
-        for name in ("actors", "batch_tokens", "docs_per_shard"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_at_least_one(self, "actors", "batch_tokens", "docs_per_shard")
         if self.max_length is not None and self.max_length < 2:
             raise ConfigError(f"max_length must be >= 2, got {self.max_length}")
         if self.num_gpus < 0 or self.num_cpus < 0:

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raypipe.config import ConfigError, _opt
+from raypipe.config import ConfigError, _opt, require_at_least_one, require_fields
 from raypipe.interpretation.top_activations import TopK, block_topk, merge_topk
 
 log = logging.getLogger("raypipe.interpret")
@@ -38,12 +38,8 @@ class InterpretConfig:
     progress: bool = _opt(True, "show a progress bar")
 
     def __post_init__(self) -> None:
-        for name in ("store", "concepts", "out"):
-            if not getattr(self, name):
-                raise ConfigError(f"'{name}' is required (--{name})")
-        for name in ("top_k", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_fields(self, "store", "concepts", "out")
+        require_at_least_one(self, "top_k", "batch_size")
         if self.context < 0:
             raise ConfigError(f"context must be >= 0, got {self.context}")
 

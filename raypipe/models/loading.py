@@ -154,6 +154,18 @@ def load_tokenizer(
     return tokenizer
 
 
+def load_config(model: str, *, trust_remote_code: bool = False) -> Any:
+    """The model's transformers config; ModelLoadError naming the model when there is none."""
+    try:
+        return transformers.AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(
+            f"could not load model {model!r}: it is neither a local directory with a config.json "
+            f"nor a hub id reachable from this machine (HF_HUB_OFFLINE={_offline_flag()}). "
+            f"Pass a local path or a reachable hub id. Cause: {error}"
+        ) from error
+
+
 def load_model(
     model: str,
     *,
@@ -172,16 +184,7 @@ def load_model(
         ValueError: ``auto_class`` or ``dtype`` is not one of the accepted values.
     """
     torch_dtype = resolve_dtype(dtype)
-    try:
-        config = transformers.AutoConfig.from_pretrained(
-            model, trust_remote_code=trust_remote_code
-        )
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(
-            f"could not load model {model!r}: it is neither a local directory with a config.json "
-            f"nor a hub id reachable from this machine (HF_HUB_OFFLINE={_offline_flag()}). "
-            f"Pass a local path or a reachable hub id. Cause: {error}"
-        ) from error
+    config = load_config(model, trust_remote_code=trust_remote_code)
     model_class = resolve_auto_class(auto_class, getattr(config, "architectures", None))
     kwargs: dict[str, Any] = {_DTYPE_KWARG: torch_dtype, "trust_remote_code": trust_remote_code}
     placement = default_device_map(device_map)

@@ -5,12 +5,9 @@ resolved and validated, and sizes read, in a second and with no memory, however 
 """
 from __future__ import annotations
 
-import os
-
 import torch
-import transformers
 
-from raypipe.models.loading import ModelLoadError, load_tokenizer, resolve_auto_class
+from raypipe.models.loading import load_config, load_tokenizer, resolve_auto_class
 
 
 def load_meta_model(model: str, *, auto_class=None, trust_remote_code: bool = False,
@@ -18,14 +15,7 @@ def load_meta_model(model: str, *, auto_class=None, trust_remote_code: bool = Fa
     """``(meta-device model, fast tokenizer)``; raises ModelLoadError for an unknown model."""
     from accelerate import init_empty_weights
 
-    try:
-        config = transformers.AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(
-            f"could not load model {model!r}: it is neither a local directory with a config.json "
-            f"nor a hub id reachable from this machine (HF_HUB_OFFLINE="
-            f"{os.environ.get('HF_HUB_OFFLINE', 'unset')}). Pass a local path or a reachable hub id."
-        ) from error
+    config = load_config(model, trust_remote_code=trust_remote_code)
     model_class = resolve_auto_class(auto_class, getattr(config, "architectures", None))
     with init_empty_weights():
         meta = model_class.from_config(config, trust_remote_code=trust_remote_code)
