@@ -105,11 +105,17 @@ def _done(path: Path, config: dict, key: str) -> bool:
         return False
 
 
-def top_concepts(interpretation: str, n: int = 5) -> list[tuple[int, float, str]]:
-    """The ``n`` most frequent live concepts: (concept, frequency, top texts)."""
+def top_concepts(interpretation: str, n: int = 5, min_frequency: float = 0.002
+                 ) -> list[tuple[int, float, str]]:
+    """``n`` selective concepts to show first: (concept, frequency, top texts).
+
+    Concepts firing on a large share of units tend to track punctuation or position; the most
+    readable ones fire rarely but not never, so the rarest concepts above ``min_frequency`` lead.
+    """
     import pyarrow.parquet as pq
 
     table = pq.read_table(Path(interpretation) / "concepts.parquet").to_pylist()
-    live = [r for r in table if r["frequency"] > 0]
-    live.sort(key=lambda r: -r["mean_activation"])
+    live = [r for r in table if r["frequency"] >= min_frequency] or \
+        [r for r in table if r["frequency"] > 0]
+    live.sort(key=lambda r: r["frequency"])
     return [(r["concept"], r["frequency"], r["top_texts"]) for r in live[:n]]

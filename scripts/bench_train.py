@@ -18,8 +18,8 @@ default), one TopK SAE config (Adam, warmup + cosine schedule, gradient clipping
    The two sides alternate (A B, B A, ...) ``--repeat`` times in one process; medians are
    reported. A third line, the reader alone (``iter_batches`` with the same shuffle buffer,
    no training), shows how much of the streaming time I/O could account for at most.
-3. peak memory: peak RSS (``ru_maxrss`` of each child from ``os.wait4``, so one child's peak
-   never leaks into another's) of a ``train_sae`` subprocess over a full epoch of a store of
+3. peak memory: peak RSS (each child's own high-water mark ``VmHWM``, see ``own_peak_rss``)
+   of a ``train_sae`` subprocess over a full epoch of a store of
    ``--rows`` rows and of a store 10x larger; ratio target <= 1.2. For contrast: the in-memory
    approach on the 10x store (``to_numpy`` the training rows, then ``--contrast-steps`` steps)
    and a floor (same imports and SAE, one random batch, no store). The memory runs train a
@@ -71,9 +71,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--top-k", type=int, default=32, help="TopK active latents per row (32)")
     p.add_argument("--batch-size", type=int, default=1024, help="rows per step (1024)")
     p.add_argument("--shuffle-buffer", type=int, default=None,
-                   help="the store reader's shuffle buffer (default: TrainConfig's, 65536)")
+                   help="the store reader's shuffle buffer (default: TrainConfig's, 65536; "
+                        "--quick 8192, so that both memory stores exceed it)")
     p.add_argument("--shard-rows", type=int, default=None,
-                   help="rows per store shard (default 16384; --quick 4096)")
+                   help="rows per store shard (default 10000; --quick 2000)")
     p.add_argument("--store-dtype", default="float32", choices=("float32", "float16", "bfloat16"),
                    help="dtype of the stored activations (default float32)")
     p.add_argument("--repeat", type=int, default=None,
@@ -93,8 +94,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # internal: a memory run
     args = p.parse_args(argv)
-    defaults = {"rows": (100_000, 20_000), "concepts": (1024, 256), "shard_rows": (16384, 4096),
-                "repeat": (3, 2)}
+    defaults = {"rows": (100_000, 20_000), "concepts": (1024, 256), "shard_rows": (10_000, 2000),
+                "repeat": (3, 2), "shuffle_buffer": (None, 8192)}
     for name, (full, quick) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
@@ -367,11 +368,28 @@ def child_main(spec: dict) -> None:
     else:
         raise ValueError(f"unknown child mode {spec['mode']!r}")
     result["seconds"] = time.perf_counter() - start
+    result["peak_rss_bytes"] = own_peak_rss()
     Path(spec["result"]).write_text(json.dumps(result))
 
 
+def own_peak_rss() -> int:
+    """This process's peak resident set (bytes): ``VmHWM``, the high-water mark of its own
+    address space. Not ``ru_maxrss``: Linux carries that across ``exec``, so a child started by
+    a big parent reports at least the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
 def peak_rss(mode: str, args: argparse.Namespace, work: Path, store: Path | None = None) -> dict:
-    """Run a child measurement; its own peak RSS from ``os.wait4`` (bytes) plus its result."""
+    """Run a child measurement → its result, with its own peak RSS (``own_peak_rss``) and, for
+    reference, ``ru_maxrss`` from ``os.wait4`` (inflated by this process's peak, see there)."""
     tag = f"{mode}-{store.name if store else 'none'}"
     spec = {"mode": mode, "store": str(store) if store else None, "out": str(work / f"out-{tag}"),
             "result": str(work / f"result-{tag}.json"), "threads": args.threads,
@@ -390,7 +408,7 @@ def peak_rss(mode: str, args: argparse.Namespace, work: Path, store: Path | None
     result = json.loads(Path(spec["result"]).read_text())
     shutil.rmtree(spec["out"], ignore_errors=True)
     return {"mode": mode, "store": store.name if store else None,
-            "peak_rss_bytes": usage.ru_maxrss * 1024, **result}  # ru_maxrss is in KiB on Linux
+            "wait4_ru_maxrss_bytes": usage.ru_maxrss * 1024, **result}  # KiB on Linux
 
 
 def store_bytes(path: Path) -> int:
@@ -409,7 +427,8 @@ def measure_memory(args: argparse.Namespace, small: Path, large: Path, work: Pat
             f"({runs[key]['seconds']:.1f} s, load average {load_average()})")
     return {"n_concepts": args.mem_concepts, "runs": runs,
             "store_bytes": {"1x": store_bytes(small), "10x": store_bytes(large)},
-            "ratio": runs["streaming_10x"]["peak_rss_bytes"] / runs["streaming_1x"]["peak_rss_bytes"]}
+            "ratio": (runs["streaming_10x"]["peak_rss_bytes"]
+                      / runs["streaming_1x"]["peak_rss_bytes"])}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,13 +470,14 @@ def markdown(args: argparse.Namespace, results: dict) -> str:
                   f"{runs['in_memory_10x']['peak_rss_bytes'] / MIB:,.0f} MiB | |",
                   f"| peak RSS floor (imports + SAE, no store) | "
                   f"{runs['floor']['peak_rss_bytes'] / MIB:,.0f} MiB | |"]
-        lines += ["", f"Memory runs: full epoch, K={mem['n_concepts']} (model state is a few MB "
-                  "at any K here); each peak is one child's ru_maxrss (os.wait4). The in-memory "
-                  f"contrast loads the training rows as one float32 tensor, then trains "
-                  f"{args.contrast_steps} steps."]
-    lines += [f"Throughput: training rows / seconds from the loop's `iter_batches` call to its "
-              f"stream's end (start-up, held-out evaluation and saving excluded; the in-memory "
-              f"load, {tp['load_seconds']:.1f} s, excluded likewise)."]
+    lines += ["", f"Throughput: training rows / seconds from the loop's `iter_batches` call to "
+              f"its stream's end (start-up, held-out evaluation and saving excluded; the "
+              f"in-memory load, {tp['load_seconds']:.1f} s, excluded likewise)."]
+    if "memory" in results:
+        lines += [f"Memory: one child process per line, its own high-water mark (VmHWM); "
+                  f"full epoch with K={results['memory']['n_concepts']} (model state is a few MB "
+                  f"at any K here); the in-memory contrast loads the training rows as one "
+                  f"float32 tensor, then trains {args.contrast_steps} steps."]
     return "\n".join(lines)
 
 
