@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -216,6 +217,8 @@ def environment(args: argparse.Namespace, n_texts: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM (e.g. `timeout`) as an exception, so subprocess.run kills the running child too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not available(args.data):
         print(f"bench_extract: rt-polarity not found in {args.data}; nothing to measure.")
         return 0

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from raypipe.batching import TokenizedDoc, pad_batch, plan_micro_batches
 from raypipe.batching.token_budget import unpad
-from raypipe.granularity import Aggregation, aggregate
+from raypipe.granularity import Aggregation, Units, aggregate
 
 UNIT_COLUMNS = ("doc_id", "unit", "text", "char_start", "char_end")
 
@@ -50,10 +51,16 @@ def document_activations(model, docs: Sequence[TokenizedDoc], *, batch_tokens: i
 def unit_rows(docs: Sequence[TokenizedDoc], per_doc: Sequence[dict[str, torch.Tensor]],
               aggregation: Aggregation | str, hidden_sizes: dict[str, int]
               ) -> tuple[dict[str, list], dict[str, torch.Tensor]]:
-    """One row per unit: the unit columns and ``{split: (rows, d)}`` activations."""
+    """One row per unit: the unit columns and ``{split: (rows, d)}`` activations.
+
+    All documents are reduced in one ``aggregate`` call (their tokens concatenated, unit members
+    offset accordingly): a few kernels per shard instead of per document, which matters on
+    small CPUs where each tiny kernel pays thread start-up.
+    """
     aggregation = Aggregation.parse(aggregation)
     columns: dict[str, list] = {k: [] for k in UNIT_COLUMNS}
-    acts: dict[str, list[torch.Tensor]] = {p: [] for p in hidden_sizes}
+    members: list[np.ndarray] = []
+    offset = 0
     for doc, doc_acts in zip(docs, per_doc):
         n_units = len(doc.units)
         columns["doc_id"].extend([doc.doc_id] * n_units)
@@ -61,7 +68,12 @@ def unit_rows(docs: Sequence[TokenizedDoc], per_doc: Sequence[dict[str, torch.Te
         columns["text"].extend(doc.units.text)
         columns["char_start"].extend(doc.units.char_start.tolist())
         columns["char_end"].extend(doc.units.char_end.tolist())
-        for path, tokens in doc_acts.items():
-            acts[path].append(aggregate(tokens, doc.units, aggregation))
-    stacked = {p: (torch.cat(v) if v else torch.empty(0, hidden_sizes[p])) for p, v in acts.items()}
-    return columns, stacked
+        members.extend(np.asarray(m, dtype=np.int64) + offset for m in doc.units.members)
+        offset += len(next(iter(doc_acts.values()))) if doc_acts else 0
+    if not members:
+        return columns, {p: torch.empty(0, d) for p, d in hidden_sizes.items()}
+    units = Units(members=members, text=columns["text"],
+                  char_start=np.asarray(columns["char_start"], dtype=np.int64),
+                  char_end=np.asarray(columns["char_end"], dtype=np.int64))
+    acts = {p: aggregate(torch.cat([d[p] for d in per_doc]), units, aggregation) for p in hidden_sizes}
+    return columns, acts

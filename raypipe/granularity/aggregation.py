@@ -51,6 +51,8 @@ def aggregate(activations: torch.Tensor, units: Units, aggregation: Aggregation)
             "same tokens (padding removed)"
         )
     index = torch.from_numpy(flat).to(device)  # (m,)
+    if (sizes == 1).all():  # tokens as units: a plain gather, exact and one kernel
+        return activations.index_select(0, index)
     unit_of = torch.from_numpy(np.repeat(np.arange(u, dtype=np.int64), sizes)).to(device)  # (m,)
     gathered = activations.index_select(0, index)  # (m, d)
 
