@@ -5,7 +5,7 @@ import logging
 import math
 import os
 
-FAULT_ENV = "RAYPIPE_FAULT_KILL_ONCE"  # "MARKER_PATH:SHARD_ID": test hook, kills an actor once
+FAULT_ENV = "RAYPIPE_FAULT_KILL_ONCE"  # "MARKER_PATH:N": test hook, kills an actor once at shard/step N
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", FAULT_ENV)
 
 
@@ -51,7 +51,8 @@ def fault_hook_args() -> dict:
 
 
 def maybe_die(shard_id: int) -> None:
-    """Kill this process once, at ``shard_id``, when the fault hook asks for it (tests only)."""
+    """Kill this process once, at shard (or trainer step) ``shard_id``, when the fault hook asks
+    for it (tests only)."""
     spec = os.environ.get(FAULT_ENV)
     if not spec:
         return

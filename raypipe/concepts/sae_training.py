@@ -29,6 +29,7 @@ from raypipe.concepts.methods import SAE_CLASS_NAMES
 from raypipe.concepts.metrics import (DeadLatentTracker, MetricAccumulator,
                                       plot_training_curve)
 from raypipe.concepts.overcomplete_import import import_overcomplete
+from raypipe.runtime import maybe_die
 from raypipe.concepts.training_config import TrainConfig
 from raypipe.store import ActivationStore
 
@@ -306,6 +307,7 @@ def _train_loop(train_store: ActivationStore, split: str, config: TrainConfig,
                 if state.step % config.checkpoint_every == 0 or stopping:
                     checkpoint()
                     last_saved = state.step
+                    maybe_die(state.step)  # test hook: a trainer killed right after a checkpoint
                 if stopping:
                     return False
             if skip != 0:

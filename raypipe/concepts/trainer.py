@@ -113,14 +113,14 @@ def fit_concepts(config: FitConfig) -> dict:
     """Run the trainer as a Ray actor (restarted once if it dies; it resumes from its checkpoint)."""
     import ray
 
-    from raypipe.runtime import init_ray
+    from raypipe.runtime import fault_hook_args, init_ray
 
     from raypipe.store import ActivationStore
 
     _split(ActivationStore(config.store), config.split_point)  # fail fast, before Ray starts
     init_ray(config.address, 1, config.num_cpus)
     actor_cls = ray.remote(num_gpus=config.num_gpus, num_cpus=config.num_cpus, max_restarts=2,
-                           max_task_retries=2)(ConceptTrainer)
+                           max_task_retries=2, **fault_hook_args())(ConceptTrainer)
     trainer = actor_cls.remote(config.to_dict())
     summary = ray.get(trainer.fit.remote()) | {"config": config.to_dict()}
     Path(config.out, "fit_summary.json").write_text(json.dumps(summary, indent=1, default=_jsonable))

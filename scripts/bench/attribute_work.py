@@ -102,7 +102,7 @@ def batches_for(work: PerturbedWork, scheme: tuple[str, int]) -> list[list[int]]
 
 
 def choose_scheme(model, work: PerturbedWork, candidates: list[tuple[str, int]],
-                  sample: int = 1500, rounds: int = 2) -> tuple[tuple[str, int], dict]:
+                  sample: int = 400, rounds: int = 2) -> tuple[tuple[str, int], dict]:
     """The fastest batching scheme on an evenly spread sample of rows (best of ``rounds``)."""
     step = max(1, work.rows // sample)
     keep = list(range(0, work.rows, step))[:sample]

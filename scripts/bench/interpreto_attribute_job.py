@@ -13,6 +13,7 @@ import inspect
 import json
 import os
 import time
+from importlib.metadata import version
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -70,7 +71,7 @@ def main() -> None:
     call = time.perf_counter() - t0
     units = [int(o.attributions.shape[-1]) for o in outputs]
     print(json.dumps({
-        "method": args.method, "explainer": cls.__name__, "interpreto": interpreto.get_version(),
+        "method": args.method, "explainer": cls.__name__, "interpreto": version("interpreto"),
         "import_seconds": imports, "load_seconds": load, "call_seconds": call,
         "forward_rows": seen["rows"], "forward_calls": seen["calls"], "texts": len(texts),
         "explained": len(outputs), "units": sum(units),

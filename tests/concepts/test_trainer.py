@@ -58,3 +58,19 @@ def test_fit_errors_name_the_problem(store_dir, tmp_path, capsys):
     assert "topk_sae" in capsys.readouterr().err
     assert main(["fit", "--store", store_dir, "--split-point", "nope", "--out", str(tmp_path / "b")]) == 2
     assert SPLIT in capsys.readouterr().err
+
+
+@pytest.mark.ray
+def test_killed_trainer_actor_resumes_from_its_checkpoint(ray_local, store_dir, tmp_path, monkeypatch):
+    from raypipe.runtime import FAULT_ENV
+
+    common = dict(store=store_dir, method="topk_sae", concepts=16, top_k=2, batch_size=128,
+                  epochs=1, checkpoint_every=5, progress=False)
+    fit_concepts(FitConfig(out=str(tmp_path / "clean"), **common))
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(FAULT_ENV, f"{marker}:10")
+    fit_concepts(FitConfig(out=str(tmp_path / "killed-run"), **common))
+    assert marker.exists(), "the trainer actor died once, at step 10"
+    clean, resumed = ConceptModel.load(tmp_path / "clean"), ConceptModel.load(tmp_path / "killed-run")
+    torch.testing.assert_close(resumed.dictionary, clean.dictionary)
+    assert resumed.meta["metrics"]["r2"] == pytest.approx(clean.meta["metrics"]["r2"])
