@@ -21,16 +21,18 @@ default), one TopK SAE config (Adam, warmup + cosine schedule, gradient clipping
    shuffling). On a machine shared with other work the load changes within seconds; this way
    both sides see the same load. ``--interleave run`` alternates whole runs instead (A B, B A,
    ...). Either way ``--repeat`` rounds; the ratio is the median of the rounds' ratios, rows/s
-   are medians. A third line, the reader alone (``iter_batches`` with the same shuffle buffer,
-   no training), bounds what I/O and shuffling can cost.
+   are medians. Two more lines split the gap: the in-memory loop plus the per-step metric
+   bookkeeping ``train_sae`` does (``MetricAccumulator`` and ``DeadLatentTracker`` updates,
+   timed apart after each in-memory step), and the reader alone (``iter_batches`` with the same
+   shuffle buffer, no training), which bounds what I/O and shuffling can cost.
 3. peak memory: peak RSS (each child's own high-water mark ``VmHWM``, see ``own_peak_rss``)
    of a ``train_sae`` subprocess over a full epoch of a store of
    ``--rows`` rows and of a store 10x larger; ratio target <= 1.2. For contrast: the in-memory
    approach on the 10x store (``to_numpy`` the training rows, then ``--contrast-steps`` steps)
-   and a floor (same imports and SAE, one step on a random batch, no store). The memory runs train a
-   ``--mem-concepts`` dictionary (default 128) so that an epoch over the 10x store fits the
-   time budget on 2 cores; the model and Adam state are a few MB at any K used here, so K does
-   not change how memory scales with the store (pass ``--mem-concepts 1024`` to check).
+   and a floor (same imports and SAE, one step on a random batch, no store). The memory runs
+   use ``--mem-threads`` torch threads (default 1): on the shared 2-core machine two OpenMP
+   threads ran a step 2-20x slower than one whenever other work was running, and an epoch
+   over the 10x store must fit the time budget; the thread count does not change the memory.
 
 Run (from the repository root; the 2 cores are shared, so numbers are noisy):
 
@@ -86,8 +88,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--interleave", choices=("step", "run"), default="step",
                    help="step: one in-memory step after each train_sae step, each side timed "
                         "without the other's (default); run: whole runs, alternating order")
-    p.add_argument("--mem-concepts", type=int, default=128,
-                   help="dictionary size K of the memory runs (default 128, see above)")
+    p.add_argument("--mem-concepts", type=int, default=None,
+                   help="dictionary size K of the memory runs (default: --concepts)")
+    p.add_argument("--mem-threads", type=int, default=1,
+                   help="torch threads of the memory runs (default 1, see above)")
     p.add_argument("--contrast-steps", type=int, default=20,
                    help="steps the in-memory contrast trains after its load (default 20)")
     p.add_argument("--skip-memory", action="store_true",
@@ -106,6 +110,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, (full, quick) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
+    if args.mem_concepts is None:
+        args.mem_concepts = args.concepts
     return args
 
 
@@ -212,7 +218,7 @@ def make_config(args: argparse.Namespace, n_concepts: int):
 class Run:
     """One measured training pass."""
 
-    side: str  # "streaming", "in_memory" or "reader"
+    side: str  # "streaming", "in_memory", "in_memory_metrics" or "reader"
     rows: int
     loop_seconds: float
     total_seconds: float  # the whole call: start-up and end included
@@ -231,6 +237,7 @@ class InMemoryTrainer:
     def __init__(self, x, config) -> None:
         import torch
 
+        from raypipe.concepts.metrics import DeadLatentTracker, MetricAccumulator
         from raypipe.concepts.sae_training import build_sae, lr_factor
 
         self.x, self.config = x, config
@@ -246,6 +253,10 @@ class InMemoryTrainer:
         self.rows = self.steps = 0
         self.seconds = 0.0
         self.losses: list = []
+        # train_sae's per-step bookkeeping, run after each step on its own clock
+        self.metrics = MetricAccumulator()
+        self.tracker = DeadLatentTracker(config.n_concepts)
+        self.metric_seconds = 0.0
 
     def _batch_indices(self, generator):
         import torch
@@ -276,7 +287,11 @@ class InMemoryTrainer:
         self.optimizer.step()
         self.scheduler.step()
         self.seconds += time.perf_counter() - start
+        start = time.perf_counter()
+        self.metrics.update(xb, x_hat.detach(), codes.detach())
+        self.tracker.update(codes.detach())
         self.losses.append(loss.detach())
+        self.metric_seconds += time.perf_counter() - start
         self.rows += xb.shape[0]
         self.steps += 1
         return True
@@ -285,11 +300,14 @@ class InMemoryTrainer:
         while (max_steps is None or self.steps < max_steps) and self.step():
             pass
 
-    def result(self, total_seconds: float) -> Run:
+    def results(self, total_seconds: float) -> tuple[Run, Run]:
+        """``(plain loop, plain loop + train_sae's per-step metrics)``."""
         import torch
 
         last = float(torch.stack(self.losses[-50:]).mean()) if self.losses else None
-        return Run("in_memory", self.rows, self.seconds, total_seconds, last, load_average())
+        return (Run("in_memory", self.rows, self.seconds, total_seconds, last, load_average()),
+                Run("in_memory_metrics", self.rows, self.seconds + self.metric_seconds,
+                    total_seconds, last, load_average()))
 
 
 def run_streaming(store_path: Path, config, out_dir: Path, between=None) -> Run:
@@ -313,21 +331,22 @@ def run_streaming(store_path: Path, config, out_dir: Path, between=None) -> Run:
                history[-1]["loss"] if history else None, load_average())
 
 
-def run_in_memory(x, config) -> Run:
+def run_in_memory(x, config) -> tuple[Run, Run]:
     start = time.perf_counter()
     trainer = InMemoryTrainer(x, config)
     trainer.run()
-    return trainer.result(time.perf_counter() - start)
+    return trainer.results(time.perf_counter() - start)
 
 
-def run_interleaved(store_path: Path, x, config, out_dir: Path) -> tuple[Run, Run]:
+def run_interleaved(store_path: Path, x, config, out_dir: Path) -> tuple[Run, Run, Run]:
     """``train_sae`` with one in-memory step after each of its steps: both sides see the same
     moment-to-moment load from other work; each is timed without the other's steps."""
     start = time.perf_counter()
     trainer = InMemoryTrainer(x, config)
     streaming = run_streaming(store_path, config, out_dir, between=trainer.step)
     trainer.run()  # nothing is left when both sides take the same number of steps
-    return streaming, trainer.result(time.perf_counter() - start - streaming.total_seconds)
+    return (streaming,
+            *trainer.results(time.perf_counter() - start - streaming.total_seconds))
 
 
 def run_reader(store_path: Path, config) -> Run:
@@ -369,30 +388,36 @@ def measure_throughput(args: argparse.Namespace, store_path: Path, work: Path) -
     x = load_training_rows(store_path, config)
     load_seconds = time.perf_counter() - start
     log(f"in-memory side: loaded {tuple(x.shape)} float32 in {load_seconds:.2f} s")
-    runs: dict[str, list[Run]] = {"streaming": [], "in_memory": [], "reader": []}
+    runs: dict[str, list[Run]] = {"streaming": [], "in_memory": [], "in_memory_metrics": [],
+                                  "reader": []}
     for i in range(args.repeat):
         if args.interleave == "step":
-            pair = run_interleaved(store_path, x, config, work / f"sae-{i}")
+            measured = run_interleaved(store_path, x, config, work / f"sae-{i}")
         elif i % 2 == 0:
-            pair = (run_streaming(store_path, config, work / f"sae-{i}"), run_in_memory(x, config))
+            measured = (run_streaming(store_path, config, work / f"sae-{i}"),
+                        *run_in_memory(x, config))
         else:
-            pair = tuple(reversed((run_in_memory(x, config),
-                                   run_streaming(store_path, config, work / f"sae-{i}"))))
-        for run in (*pair, run_reader(store_path, config)):
+            in_memory = run_in_memory(x, config)
+            measured = (run_streaming(store_path, config, work / f"sae-{i}"), *in_memory)
+        for run in (*measured, run_reader(store_path, config)):
             runs[run.side].append(run)
             loss = "" if run.final_loss is None else f", final loss {run.final_loss:.4g}"
-            log(f"round {i + 1}/{args.repeat} {run.side:9s}: {run.rows} rows in "
+            log(f"round {i + 1}/{args.repeat} {run.side:17s}: {run.rows} rows in "
                 f"{run.loop_seconds:.2f} s = {run.rows_per_second:,.0f} rows/s (whole call "
                 f"{run.total_seconds:.2f} s{loss}, load average {run.load_average})")
     med = {side: statistics.median(r.rows_per_second for r in rs) for side, rs in runs.items()}
     per_round = [s.rows_per_second / m.rows_per_second
                  for s, m in zip(runs["streaming"], runs["in_memory"])]
+    per_round_metrics = [s.rows_per_second / m.rows_per_second
+                         for s, m in zip(runs["streaming"], runs["in_memory_metrics"])]
     del x
     return {"config": config.to_dict(), "train_rows": runs["streaming"][0].rows,
             "interleave": args.interleave, "load_seconds": load_seconds,
             "median_rows_per_second": med,
             "ratio": statistics.median(per_round), "ratio_per_round": per_round,
             "ratio_of_medians": med["streaming"] / med["in_memory"],
+            "ratio_vs_metrics": statistics.median(per_round_metrics),
+            "ratio_vs_metrics_per_round": per_round_metrics,
             "runs": {side: [dict(asdict(r), rows_per_second=r.rows_per_second) for r in rs]
                      for side, rs in runs.items()}}
 
@@ -449,7 +474,7 @@ def peak_rss(mode: str, args: argparse.Namespace, work: Path, store: Path | None
     reference, ``ru_maxrss`` from ``os.wait4`` (inflated by this process's peak, see there)."""
     tag = f"{mode}-{store.name if store else 'none'}"
     spec = {"mode": mode, "store": str(store) if store else None, "out": str(work / f"out-{tag}"),
-            "result": str(work / f"result-{tag}.json"), "threads": args.threads,
+            "result": str(work / f"result-{tag}.json"), "threads": args.mem_threads,
             "n_concepts": args.mem_concepts, "steps": args.contrast_steps, "dim": args.dim,
             "args": {k: v for k, v in vars(args).items() if k in ("top_k", "batch_size",
                                                                    "shuffle_buffer")}}
@@ -512,6 +537,11 @@ def markdown(args: argparse.Namespace, results: dict) -> str:
              f"| in memory, plain `randperm` loop | {med['in_memory']:,.0f} rows/s | |",
              f"| **streaming / in memory**, median of the rounds' ratios ({rounds}) | "
              f"**{tp['ratio']:.2f}** | ≥ 0.8 |",
+             f"| in memory + `train_sae`'s per-step metrics (MetricAccumulator, "
+             f"DeadLatentTracker) | {med['in_memory_metrics']:,.0f} rows/s | |",
+             f"| streaming / (in memory + metrics): the cost of streaming itself "
+             f"({', '.join(f'{r:.2f}' for r in tp['ratio_vs_metrics_per_round'])}) | "
+             f"{tp['ratio_vs_metrics']:.2f} | |",
              f"| reader alone (`iter_batches`, same shuffle) | {med['reader']:,.0f} rows/s | |"]
     if "memory" in results:
         mem = results["memory"]
@@ -534,9 +564,9 @@ def markdown(args: argparse.Namespace, results: dict) -> str:
               f"saving excluded; the in-memory load, {tp['load_seconds']:.1f} s, likewise)."]
     if "memory" in results:
         lines += [f"Memory: one child process per line, its own high-water mark (VmHWM); "
-                  f"full epoch with K={results['memory']['n_concepts']} (model state is a few MB "
-                  f"at any K here); the in-memory contrast loads the training rows as one "
-                  f"float32 tensor, then trains {args.contrast_steps} steps."]
+                  f"full epoch, K={results['memory']['n_concepts']}, {args.mem_threads} torch "
+                  f"thread(s); the in-memory contrast loads the training rows as one float32 "
+                  f"tensor, then trains {args.contrast_steps} steps."]
     return "\n".join(lines)
 
 
