@@ -29,8 +29,8 @@ from raypipe.concepts.methods import SAE_CLASS_NAMES
 from raypipe.concepts.metrics import (DeadLatentTracker, MetricAccumulator,
                                       plot_training_curve)
 from raypipe.concepts.overcomplete_import import import_overcomplete
-from raypipe.runtime import maybe_die
 from raypipe.concepts.training_config import TrainConfig
+from raypipe.runtime import maybe_die
 from raypipe.store import ActivationStore
 
 if TYPE_CHECKING:
