@@ -127,10 +127,8 @@ class ScoreShard:
     def score_continuations(self, work: list) -> None:
         """Causal LM: score the continuation after every perturbed prompt, one document at a time."""
         for w in work:
-            original = torch.as_tensor(w.doc.windows[0])
-            target_ids = self._continuation(w, original)
-            if len(target_ids) == 0:
-                w.results = {"skipped": "empty continuation"}
+            target_ids = self._continuation(w)
+            if target_ids is None:
                 continue
             seqs = [(w.doc.windows[0], np.ones_like(w.doc.windows[0]))] + list(zip(w.ids, w.attention))
             lengths = [len(ids) + len(target_ids) for ids, _ in seqs]
@@ -143,11 +141,17 @@ class ScoreShard:
             w.results = self._generation_result(w, target_ids, scores[0])
             w.results["scores"] = scores[1:]
 
-    def _continuation(self, w, original: torch.Tensor) -> np.ndarray:
-        if w.target_ids is not None:
-            return w.target_ids
-        return generate_target(self.model, self.tokenizer, original,
-                               self.config.max_new_tokens).cpu().numpy()
+    def _continuation(self, w) -> np.ndarray | None:
+        """The explained continuation (given, else generated); None, and the document marked
+        skipped, when it is empty."""
+        target_ids = w.target_ids
+        if target_ids is None:
+            target_ids = generate_target(self.model, self.tokenizer, torch.as_tensor(w.doc.windows[0]),
+                                         self.config.max_new_tokens).cpu().numpy()
+        if len(target_ids) == 0:
+            w.results = {"skipped": "empty continuation"}
+            return None
+        return target_ids
 
     def _generation_result(self, w, target_ids: np.ndarray, original: np.ndarray) -> dict:
         return {"targets": [0], "original": original, "target_ids": target_ids,
@@ -166,11 +170,10 @@ class ScoreShard:
                       reduction=c.effective_reduction, tokenizer=self.tokenizer)
         if self.kind == "generation":
             for w in work:
-                original = torch.as_tensor(w.doc.windows[0])
-                target_ids = self._continuation(w, original)
-                if len(target_ids) == 0:
-                    w.results = {"skipped": "empty continuation"}
+                target_ids = self._continuation(w)
+                if target_ids is None:
                     continue
+                original = torch.as_tensor(w.doc.windows[0])
                 ones = torch.ones_like(original)[None]
                 attr = gradient_attributions(c.method, self.model, original[None], ones, None,
                                              kind="generation", target_ids=torch.as_tensor(target_ids),

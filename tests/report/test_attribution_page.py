@@ -114,12 +114,6 @@ def with_class(els: list[dict], cls: str) -> list[dict]:
     return [e for e in els if cls in e.get("class", "").split()]
 
 
-@pytest.fixture(scope="module")
-def browser() -> str:
-    try:
-        return find_chromium()
-    except ChromiumNotFoundError as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raypipe.interpretation.interpret_job import context_window
-from raypipe.report.chromium import ChromiumNotFoundError, dump_dom, find_chromium, screenshot
+from raypipe.report.chromium import dump_dom, screenshot
 from raypipe.report.concept_page import order_concepts, render_concept_page
 from raypipe.report.html_parts import exact_score
 
@@ -131,12 +131,6 @@ def with_class(els: list[dict], cls: str) -> list[dict]:
     return [e for e in els if cls in e.get("class", "").split()]
 
 
-@pytest.fixture(scope="module")
-def browser() -> str:
-    try:
-        return find_chromium()
-    except ChromiumNotFoundError as exc:
-        pytest.skip(f"{exc} (the concept page is checked in a real browser)")
 
 
 @pytest.fixture(scope="module")
