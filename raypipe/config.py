@@ -34,9 +34,9 @@ def require_fields(config: Any, *names: str) -> None:
 
 
 def require_at_least_one(config: Any, *names: str) -> None:
-    """Raise ConfigError for the first of ``names`` (integer fields) below 1."""
+    """Raise ConfigError for the first of ``names`` (integer fields) below 1; None means a default."""
     for name in names:
-        if int(getattr(config, name)) < 1:
+        if getattr(config, name) is not None and int(getattr(config, name)) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(config, name)}")
 
 
@@ -83,7 +83,8 @@ class ExtractConfig:
     num_cpus: float = _opt(1.0, "CPUs reserved per model actor")
     torch_threads: int | None = _opt(None, "torch threads per actor (default: this node's cores / "
                                      "actors on CPU)")
-    batch_tokens: int = _opt(8192, "padded tokens per micro-batch on the model actors")
+    batch_tokens: int | None = _opt(None, "padded tokens per micro-batch on the model actors "
+                                     "(default: 8192 on a GPU, 1024 on CPU)")
     docs_per_shard: int = _opt(512, "documents per output shard (the unit of resuming)")
     address: str | None = _opt(None, "Ray address to join (default: RAY_ADDRESS, else a local Ray)")
     progress: bool = _opt(True, "show a progress bar")

@@ -54,7 +54,8 @@ class AttributeConfig:
     num_gpus: float = _opt(0.0, "GPUs per model actor")
     num_cpus: float = _opt(1.0, "CPUs reserved per model actor")
     torch_threads: int | None = _opt(None, "torch threads per actor (default: cores / actors on CPU)")
-    batch_tokens: int = _opt(8192, "padded tokens per packed forward batch")
+    batch_tokens: int | None = _opt(None, "padded tokens per packed forward batch "
+                                     "(default: 8192 on a GPU, 1024 on CPU)")
     docs_per_shard: int = _opt(64, "documents per output shard (the unit of resuming)")
     address: str | None = _opt(None, "Ray address to join (default: RAY_ADDRESS, else a local Ray)")
     progress: bool = _opt(True, "show a progress bar")

@@ -53,7 +53,8 @@ class FaithfulnessConfig:
     num_gpus: float = _opt(0.0, "GPUs per model actor")
     num_cpus: float = _opt(1.0, "CPUs reserved per model actor")
     torch_threads: int | None = _opt(None, "torch threads per actor (default: cores / actors on CPU)")
-    batch_tokens: int = _opt(8192, "padded tokens per packed forward batch")
+    batch_tokens: int | None = _opt(None, "padded tokens per packed forward batch "
+                                     "(default: 8192 on a GPU, 1024 on CPU)")
     address: str | None = _opt(None, "Ray address to join (default: RAY_ADDRESS, else a local Ray)")
     progress: bool = _opt(True, "show a progress bar")
 
@@ -64,7 +65,7 @@ class FaithfulnessConfig:
         if self.steps is not None and int(self.steps) < 1:
             raise ConfigError(f"steps must be >= 1 (or unset for one unit per step), got {self.steps}")
         for name in ("actors", "batch_tokens"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) is not None and int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     def to_dict(self) -> dict:

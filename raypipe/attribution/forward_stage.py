@@ -18,7 +18,7 @@ import torch
 from raypipe.attribution.config import AttributeConfig
 from raypipe.attribution.perturb_stage import effective_baseline
 from raypipe.attribution.scoring import apply_mode, generate_target, generation_scores
-from raypipe.batching import pad_batch, plan_micro_batches
+from raypipe.batching import pad_batch, plan_micro_batches, resolve_batch_tokens
 from raypipe.config import ConfigError
 from raypipe.extraction.forward import pad_token_id
 from raypipe.granularity import aggregate
@@ -63,6 +63,7 @@ class ScoreShard:
         self.kind = task_kind(self.config.task, self.model)
         self.pad_id = pad_token_id(self.tokenizer)
         self.device = next(self.model.parameters()).device
+        self.batch_tokens = resolve_batch_tokens(self.config.batch_tokens, self.device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = []
@@ -106,7 +107,7 @@ class ScoreShard:
         n_classes = int(self.model.config.num_labels)
         scores = np.zeros((len(seqs), n_classes), np.float32)
         logits = np.zeros((len(seqs), n_classes), np.float32)
-        for batch in plan_micro_batches(lengths, self.config.batch_tokens):
+        for batch in plan_micro_batches(lengths, self.batch_tokens):
             ids, mask = pad_batch([seqs[i][0] for i in batch], self.pad_id,
                                   masks=[seqs[i][1] for i in batch])
             with torch.inference_mode():
@@ -133,7 +134,7 @@ class ScoreShard:
             seqs = [(w.doc.windows[0], np.ones_like(w.doc.windows[0]))] + list(zip(w.ids, w.attention))
             lengths = [len(ids) + len(target_ids) for ids, _ in seqs]
             scores = np.zeros((len(seqs), len(target_ids)), np.float32)
-            for batch in plan_micro_batches(lengths, self.config.batch_tokens):
+            for batch in plan_micro_batches(lengths, self.batch_tokens):
                 ids, mask = pad_batch([seqs[i][0] for i in batch], self.pad_id,
                                       masks=[seqs[i][1] for i in batch])
                 scores[batch] = generation_scores(self.model, ids, mask, torch.as_tensor(target_ids),
@@ -188,7 +189,7 @@ class ScoreShard:
         targets = [self._targets(logits[d]) for d in range(len(work))]
         lengths = [len(w.doc.windows[0]) for w in work]
         per_doc: list[list[torch.Tensor]] = [[] for _ in work]
-        for batch in plan_micro_batches(lengths, c.batch_tokens):
+        for batch in plan_micro_batches(lengths, self.batch_tokens):
             ids, mask = pad_batch([work[i].doc.windows[0] for i in batch], self.pad_id)
             for slot in range(len(targets[batch[0]])):
                 target = torch.as_tensor([targets[i][slot] for i in batch])

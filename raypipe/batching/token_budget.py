@@ -12,6 +12,21 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+# Default budgets when a job leaves ``batch_tokens`` unset. Measured on MiniLM over rt-polarity
+# (2 CPU cores, sorted batches): 1024-2048 padded tokens ran 10-25% faster than 8192, whose
+# activations no longer fit the CPU caches; a GPU wants large batches to stay busy.
+CPU_BATCH_TOKENS = 1024
+GPU_BATCH_TOKENS = 8192
+
+
+def resolve_batch_tokens(batch_tokens: int | None, device: torch.device | str,
+                         gpu_default: int = GPU_BATCH_TOKENS) -> int:
+    """``batch_tokens`` when given, else the default for the device the model's inputs go to
+    (``gpu_default`` lets a job that keeps gradients ask for less on accelerators)."""
+    if batch_tokens is not None:
+        return int(batch_tokens)
+    return CPU_BATCH_TOKENS if torch.device(device).type == "cpu" else gpu_default
+
 
 def plan_micro_batches(lengths: Sequence[int], batch_tokens: int,
                        max_batch_size: int | None = None) -> list[np.ndarray]:

@@ -16,6 +16,7 @@ from dataclasses import asdict
 import numpy as np
 import torch
 
+from raypipe.batching import resolve_batch_tokens
 from raypipe.config import ExtractConfig
 from raypipe.extraction.forward import UNIT_COLUMNS, document_activations, unit_rows
 from raypipe.granularity import Aggregation
@@ -46,6 +47,7 @@ class ExtractShard:
                                 device_map=device_map, trust_remote_code=self.config.trust_remote_code,
                                 output_index=self.config.output_index)
         self.aggregation = Aggregation.parse(self.config.aggregation)
+        self.batch_tokens = resolve_batch_tokens(self.config.batch_tokens, self.model.input_device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         records = [self.process(pickle.loads(p)) for p in batch["payload"]]
@@ -55,7 +57,7 @@ class ExtractShard:
         maybe_die(shard["shard_id"])
         t0 = time.perf_counter()
         docs = shard["docs"]
-        per_doc = document_activations(self.model, docs, batch_tokens=self.config.batch_tokens,
+        per_doc = document_activations(self.model, docs, batch_tokens=self.batch_tokens,
                                        padding_side=self.config.padding_side)
         t_forward = time.perf_counter() - t0
         columns, acts = unit_rows(docs, per_doc, self.aggregation, self.model.hidden_sizes)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import torch
 
-from raypipe.batching import tokenize_documents
+from raypipe.batching import resolve_batch_tokens, tokenize_documents
 from raypipe.corpus import Document
 from raypipe.extraction.forward import UNIT_COLUMNS, document_activations, pad_token_id, unit_rows
 from raypipe.extraction.plan import model_max_length
@@ -37,7 +37,7 @@ class PaddedActivations:
 
 def get_activations(model, texts: Sequence[str], *, granularity: str = "token",
                     aggregation: str = "mean", max_length: int | None = None,
-                    overflow: str = "truncate", batch_tokens: int = 8192
+                    overflow: str = "truncate", batch_tokens: int | None = None
                     ) -> UnitActivations | PaddedActivations:
     """Activations of ``texts`` at ``model``'s split points (``model`` is a SplitModel)."""
     gran = Granularity.parse(granularity)
@@ -48,7 +48,8 @@ def get_activations(model, texts: Sequence[str], *, granularity: str = "token",
         raise ValueError("granularity 'all' gives one padded row per text: use overflow='truncate'")
     docs, _ = tokenize_documents(documents, model.tokenizer, max_length=max_length,
                                  overflow=overflow, granularity=unit_kind)
-    per_doc = document_activations(model, docs, batch_tokens=batch_tokens)
+    per_doc = document_activations(model, docs,
+                                   batch_tokens=resolve_batch_tokens(batch_tokens, model.input_device))
     if gran is Granularity.ALL:
         return _padded(model, texts, docs, per_doc)
     columns, acts = unit_rows(docs, per_doc, aggregation, model.hidden_sizes)

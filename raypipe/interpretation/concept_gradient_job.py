@@ -57,7 +57,8 @@ class ConceptGradientConfig:
     id_column: str | None = _opt(None, "column to use as doc_id (default: the 0-based row number)")
     max_length: int | None = _opt(None, "tokens per document; longer ones are truncated and "
                                   "counted (default: the model's maximum)")
-    batch_tokens: int = _opt(4096, "padded tokens per micro-batch on the model actors")
+    batch_tokens: int | None = _opt(None, "padded tokens per micro-batch on the model actors "
+                                     "(default: 8192 on a GPU, 1024 on CPU)")
     actors: int = _opt(1, "number of model actors (each holds one copy of the model)")
     num_gpus: float = _opt(0.0, "GPUs per model actor")
     num_cpus: float = _opt(1.0, "CPUs reserved per model actor")
@@ -153,7 +154,8 @@ class ConceptGradientShard:
 
     def run_shard(self, shard_id: int, doc_start: int, doc_end: int) -> str:
         """Compute and write one shard; returns its ShardRecord as JSON."""
-        from raypipe.batching import pad_batch, plan_micro_batches, tokenize_documents
+        from raypipe.batching import (pad_batch, plan_micro_batches, resolve_batch_tokens,
+                                      tokenize_documents)
         from raypipe.extraction.forward import pad_token_id
         from raypipe.granularity import Granularity
         from raypipe.interpretation.concept_gradients import concept_output_gradients
@@ -166,7 +168,9 @@ class ConceptGradientShard:
         ids_per_doc = [d.windows[0] for d in docs]
         rows: list[dict | None] = [None] * len(docs)
         pad_id = pad_token_id(self.tokenizer)
-        for batch in plan_micro_batches([len(x) for x in ids_per_doc], self.config.batch_tokens):
+        budget = resolve_batch_tokens(self.config.batch_tokens, next(self.model.parameters()).device,
+                                      gpu_default=4096)
+        for batch in plan_micro_batches([len(x) for x in ids_per_doc], budget):
             ids, mask = pad_batch([ids_per_doc[i] for i in batch], pad_id)
             out = concept_output_gradients(self.model, self.concepts, self.split_point, ids, mask,
                                            target=self.config.target, mode=self.config.mode,

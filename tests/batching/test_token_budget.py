@@ -47,3 +47,14 @@ def test_pad_and_unpad_round_trip(side):
     for row, seq in enumerate(seqs):
         assert unpad(ids[row], len(seq), 3, side).tolist() == seq.tolist()
         assert torch.equal(unpad(mask[row], len(seq), 3, side), torch.ones(len(seq), dtype=torch.long))
+
+
+def test_default_budget_depends_on_the_device():
+    from raypipe.batching import resolve_batch_tokens
+    from raypipe.batching.token_budget import CPU_BATCH_TOKENS, GPU_BATCH_TOKENS
+
+    assert resolve_batch_tokens(None, "cpu") == CPU_BATCH_TOKENS
+    assert resolve_batch_tokens(None, "cuda:1") == GPU_BATCH_TOKENS
+    assert resolve_batch_tokens(None, torch.device("cuda", 0), gpu_default=4096) == 4096
+    assert resolve_batch_tokens(300, "cuda") == 300  # an explicit budget always wins
+    assert CPU_BATCH_TOKENS < GPU_BATCH_TOKENS
