@@ -101,9 +101,9 @@ def group_units(doc: DocTokens, granularity: Granularity) -> Units:
     if len(doc) == 0:
         return _units(doc, [])
     if granularity is Granularity.ALL_TOKENS:
-        return _units(doc, [np.array([i], dtype=np.int64) for i in range(len(doc))])
+        return _units(doc, _singletons(np.arange(len(doc), dtype=np.int64)))
     if granularity is Granularity.TOKEN:
-        return _units(doc, [np.array([i], dtype=np.int64) for i in np.flatnonzero(~doc.special)])
+        return _units(doc, _singletons(np.flatnonzero(~doc.special)))
     if granularity is Granularity.CLS_TOKEN:
         return _units(doc, [np.array([0], dtype=np.int64)])
     if granularity is Granularity.SAMPLE:
@@ -118,18 +118,33 @@ def group_units(doc: DocTokens, granularity: Granularity) -> Units:
     raise AssertionError(f"unhandled granularity {granularity!r}")
 
 
+def _singletons(positions: np.ndarray) -> list[np.ndarray]:
+    """One single-token member array per position (row views of one array: cheap to make)."""
+    return list(positions.astype(np.int64).reshape(-1, 1))
+
+
 def _units(doc: DocTokens, members: list[np.ndarray]) -> Units:
-    """Units whose span is min start .. max end of their tokens (as given by the offsets)."""
-    starts = np.array([doc.offsets[m, 0].min() for m in members], dtype=np.int64)
-    ends = np.array([doc.offsets[m, 1].max() for m in members], dtype=np.int64)
-    texts = [_unit_text(doc, m, s, e) for m, s, e in zip(members, starts, ends)]
+    """Units whose span is min start .. max end of their tokens (as given by the offsets).
+
+    Vectorised over units (``reduceat``): tokenization runs on the CPU tasks of every job, and a
+    per-unit numpy call made it cost as much as the forward pass of a small model at split 1.
+    """
+    if not members:
+        empty = np.zeros(0, dtype=np.int64)
+        return Units(members=[], text=[], char_start=empty, char_end=empty)
+    sizes = np.fromiter((m.size for m in members), dtype=np.int64, count=len(members))
+    if (sizes == 0).any():
+        raise ValueError("a unit without tokens: every unit needs at least one token position")
+    flat = np.concatenate(members)
+    first = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    starts = np.minimum.reduceat(doc.offsets[flat, 0], first).astype(np.int64)
+    ends = np.maximum.reduceat(doc.offsets[flat, 1], first).astype(np.int64)
+    text = doc.text
+    texts = [text[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+    special = np.flatnonzero((sizes == 1) & doc.special[flat[first]])
+    for u in special.tolist():  # a special token has no span: its token string is its text
+        texts[u] = doc.tokens[int(flat[first[u]])] if doc.tokens is not None else ""
     return Units(members=members, text=texts, char_start=starts, char_end=ends)
-
-
-def _unit_text(doc: DocTokens, members: np.ndarray, start: int, end: int) -> str:
-    if members.size == 1 and doc.special[members[0]]:
-        return doc.tokens[members[0]] if doc.tokens is not None else ""
-    return doc.text[start:end]
 
 
 def _word_members(word_ids: np.ndarray) -> list[np.ndarray]:
