@@ -4,6 +4,11 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 FAULT_ENV = "RAYPIPE_FAULT_KILL_ONCE"  # "MARKER_PATH:N": test hook, kills an actor once at shard/step N
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", FAULT_ENV)
@@ -30,6 +35,39 @@ def init_ray(address: str | None, actors: int, num_cpus: float) -> None:
     cpus = max(os.cpu_count() or 1, math.ceil(actors * num_cpus) + 1)
     ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=runtime_env,
              logging_level=logging.WARNING, log_to_driver=True)
+
+
+def plan_while_ray_starts(plan: Callable[[], T], address: str | None, actors: int,
+                          num_cpus: float) -> T:
+    """``plan()`` in a thread while this thread joins or starts Ray; returns what ``plan`` returns.
+
+    A job's driver-side plan is mostly imports (transformers' model classes for the meta-device
+    copy: ~4 s on 2 cores) and Ray's start is mostly waiting for its processes (~4 s): side by
+    side they cost the longer of the two. If the plan fails, a Ray started here is shut down
+    again before the plan's error is raised, so a bad split point still leaves nothing behind.
+    """
+    import ray
+
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = plan()
+        except BaseException as exc:  # re-raised below, in the caller's thread
+            outcome["error"] = exc
+
+    started_here = not ray.is_initialized()
+    worker = threading.Thread(target=run, name="raypipe-plan", daemon=True)
+    worker.start()
+    try:
+        init_ray(address, actors, num_cpus)
+    finally:
+        worker.join()
+    if "error" in outcome:
+        if started_here and ray.is_initialized():
+            ray.shutdown()
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def quiet_ray_data(log: logging.Logger) -> None:

@@ -19,7 +19,8 @@ from raypipe.attribution.perturb_stage import prepare_shard
 from raypipe.config import ConfigError
 from raypipe.corpus import open_corpus
 from raypipe.extraction.plan import model_max_length
-from raypipe.runtime import fault_hook_args, init_ray, progress_bar, quiet_ray_data
+from raypipe.runtime import (fault_hook_args, init_ray, plan_while_ray_starts, progress_bar,
+                             quiet_ray_data)
 from raypipe.store import ATTRIBUTION_FORMAT, ShardRecord, StoreWriter
 
 log = logging.getLogger("raypipe.attribute")
@@ -67,14 +68,21 @@ def attribute(config: AttributeConfig) -> AttributeResult:
     if config.target_column:
         targets = open_corpus(config.corpus, text_column=config.target_column)
     n_docs = len(corpus) if config.max_docs is None else min(len(corpus), config.max_docs)
-    meta, tokenizer = load_meta_model(config.model, auto_class=config.auto_class,
-                                      trust_remote_code=config.trust_remote_code)
-    kind = task_kind(config.task, meta)
-    if config.target_column and kind != "generation":
-        raise ConfigError("--target-column names a continuation to explain: it needs a causal LM "
-                         f"(generation), but {type(meta).__name__} is a classifier")
-    max_length = config.max_length or model_max_length(meta.config, tokenizer)
-    id2label = {str(k): v for k, v in (getattr(meta.config, "id2label", None) or {}).items()}
+
+    def plan() -> tuple[str, int, dict]:
+        meta, tokenizer = load_meta_model(config.model, auto_class=config.auto_class,
+                                          trust_remote_code=config.trust_remote_code)
+        kind = task_kind(config.task, meta)
+        if config.target_column and kind != "generation":
+            raise ConfigError("--target-column names a continuation to explain: it needs a causal "
+                              f"LM (generation), but {type(meta).__name__} is a classifier")
+        max_length = config.max_length or model_max_length(meta.config, tokenizer)
+        id2label = {str(k): v for k, v in (getattr(meta.config, "id2label", None) or {}).items()}
+        return kind, max_length, id2label
+
+    # Ray starts while the model is checked on the meta device (both take seconds).
+    kind, max_length, id2label = plan_while_ray_starts(plan, config.address, config.actors,
+                                                       config.num_cpus)
     fingerprint = corpus.describe()
     header = {"raypipe_version": __version__, "model": config.model, "task": kind,
               "method": config.method, "granularity": config.granularity, "mode": config.mode,

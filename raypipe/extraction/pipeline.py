@@ -22,7 +22,8 @@ from raypipe.config import ExtractConfig
 from raypipe.extraction.extract_stage import ExtractShard
 from raypipe.extraction.plan import ExtractPlan, plan_extraction
 from raypipe.extraction.tokenize_stage import tokenize_shard
-from raypipe.runtime import fault_hook_args, init_ray, progress_bar, quiet_ray_data
+from raypipe.runtime import (fault_hook_args, init_ray, plan_while_ray_starts, progress_bar,
+                             quiet_ray_data)
 from raypipe.store import ShardRecord, StoreWriter
 
 log = logging.getLogger("raypipe.extract")
@@ -74,7 +75,9 @@ class ExtractResult:
 def extract_activations(config: ExtractConfig) -> ExtractResult:
     """Run (or resume) an extraction job and return its summary."""
     t0 = time.perf_counter()
-    plan = plan_extraction(config)
+    # Ray starts while the plan is made; a store that turns out complete costs a Ray start.
+    plan = plan_while_ray_starts(lambda: plan_extraction(config), config.address, config.actors,
+                                 config.num_cpus)
     fingerprint = plan.corpus.describe()
     writer = StoreWriter(config.out, _manifest_header(config, plan, fingerprint),
                          config.config_hash(fingerprint))

@@ -1,0 +1,41 @@
+"""plan_while_ray_starts: the plan's value with Ray up; a failed plan leaves no Ray behind."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import threading
+
+from raypipe.runtime import plan_while_ray_starts
+
+
+def test_plan_runs_in_another_thread_and_returns_its_value(ray_local):
+    seen = {}
+
+    def plan():
+        seen["thread"] = threading.current_thread().name
+        return 42
+
+    assert plan_while_ray_starts(plan, None, 1, 1.0) == 42
+    assert seen["thread"] != threading.current_thread().name
+    assert ray_local.is_initialized()
+
+
+def test_a_failed_plan_raises_its_error_and_shuts_down_the_ray_it_started(tmp_path):
+    # A fresh interpreter: the session's Ray must not be the one started (and stopped) here.
+    script = textwrap.dedent("""
+        import os, ray
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        from raypipe.runtime import plan_while_ray_starts
+        def plan():
+            raise LookupError("no such split point: encoder.layer.99")
+        try:
+            plan_while_ray_starts(plan, None, 1, 1.0)
+        except LookupError as exc:
+            print("raised:", exc)
+        print("ray up after the error:", ray.is_initialized())
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert "raised: no such split point: encoder.layer.99" in done.stdout, done.stderr[-2000:]
+    assert "ray up after the error: False" in done.stdout
