@@ -172,3 +172,26 @@ def test_store_without_shards(tmp_path):
     assert store.to_numpy(SPLITS[1]).shape == (0, DIMS[SPLITS[1]])
     assert store.units().num_rows == 0
     assert list(store.iter_batches(0)) == [] and store.verify() == []
+
+
+def test_shuffle_buffer_emits_a_uniform_subset_and_keeps_every_other_row():
+    from raypipe.store.reader import _ShuffleBuffer
+
+    shards = [{"activations": np.arange(s * 25, s * 25 + 25, dtype=np.float32)[:, None],
+               "doc_id": np.arange(s * 25, s * 25 + 25)} for s in range(4)]
+    counts = np.zeros(75)
+    for seed in range(1500):
+        buffer = _ShuffleBuffer(keep=60, rng=np.random.default_rng(seed))
+        seen = []
+        for i, shard in enumerate(shards[:3]):
+            out = buffer.add(shard, batch_size=10)
+            seen.extend(out["doc_id"].tolist())
+            held = buffer.data["doc_id"][:buffer.rows].tolist()
+            # nothing lost, nothing duplicated: emitted + held = every row added so far
+            assert sorted(seen + held) == list(range(25 * (i + 1)))
+            assert np.array_equal(buffer.data["activations"][:buffer.rows, 0], held)
+        assert len(seen) == 10  # 75 rows held, 60 kept: one batch of 10 due
+        counts[seen] += 1
+    expected = 1500 * 10 / 75
+    assert np.all(np.abs(counts - expected) < 0.35 * expected)  # every row equally likely
+    assert abs(counts[:25].mean() - counts[50:].mean()) < 0.06 * expected  # old rows as new
