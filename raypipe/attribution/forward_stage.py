@@ -8,6 +8,7 @@ aggregated to units.
 """
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import time
@@ -101,21 +102,31 @@ class ScoreShard:
                          "scores": scores[start + 1:start + m][:, targets]}
             start += m
 
-    def _class_scores(self, seqs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-        """``(rows, C)`` mode-transformed scores and raw logits, in the order of ``seqs``."""
-        lengths = [len(ids) for ids, _ in seqs]
-        n_classes = int(self.model.config.num_labels)
-        scores = np.zeros((len(seqs), n_classes), np.float32)
-        logits = np.zeros((len(seqs), n_classes), np.float32)
+    def _score_packed(self, seqs: list[tuple[np.ndarray, np.ndarray]], width: int, score,
+                      extra_tokens: int = 0) -> np.ndarray:
+        """``(rows, width)`` float32: ``score(ids, mask)`` over length-sorted token-budget batches
+        of ``seqs`` (ids, attention), back in the order of ``seqs``. ``extra_tokens`` counts
+        tokens ``score`` appends to each row (a continuation) against the budget."""
+        lengths = [len(ids) + extra_tokens for ids, _ in seqs]
+        out = np.zeros((len(seqs), width), np.float32)
         for batch in plan_micro_batches(lengths, self.batch_tokens):
             ids, mask = pad_batch([seqs[i][0] for i in batch], self.pad_id,
                                   masks=[seqs[i][1] for i in batch])
+            out[batch] = score(ids, mask)
+        return out
+
+    def _class_scores(self, seqs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, C)`` mode-transformed scores and raw logits, in the order of ``seqs``."""
+        n_classes = int(self.model.config.num_labels)
+
+        def score(ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
             with torch.inference_mode():
                 raw = self.model(input_ids=ids.to(self.device),
                                  attention_mask=mask.to(self.device)).logits.float()
-            logits[batch] = raw.cpu().numpy()
-            scores[batch] = apply_mode(raw, self.config.mode).cpu().numpy()
-        return scores, logits
+            return torch.cat([apply_mode(raw, self.config.mode), raw], 1).cpu().numpy()
+
+        both = self._score_packed(seqs, 2 * n_classes, score)
+        return both[:, :n_classes], both[:, n_classes:]
 
     def _targets(self, original_logits: np.ndarray) -> list[int]:
         targets = self.config.targets or [int(original_logits.argmax())]
@@ -132,15 +143,14 @@ class ScoreShard:
             if target_ids is None:
                 continue
             seqs = [(w.doc.windows[0], np.ones_like(w.doc.windows[0]))] + list(zip(w.ids, w.attention))
-            lengths = [len(ids) + len(target_ids) for ids, _ in seqs]
-            scores = np.zeros((len(seqs), len(target_ids)), np.float32)
-            for batch in plan_micro_batches(lengths, self.batch_tokens):
-                ids, mask = pad_batch([seqs[i][0] for i in batch], self.pad_id,
-                                      masks=[seqs[i][1] for i in batch])
-                scores[batch] = generation_scores(self.model, ids, mask, torch.as_tensor(target_ids),
-                                                  self.config.mode).float().cpu().numpy()
+            score = functools.partial(self._continuation_scores, target=torch.as_tensor(target_ids))
+            scores = self._score_packed(seqs, len(target_ids), score, extra_tokens=len(target_ids))
             w.results = self._generation_result(w, target_ids, scores[0])
             w.results["scores"] = scores[1:]
+
+    def _continuation_scores(self, ids: torch.Tensor, mask: torch.Tensor,
+                             target: torch.Tensor) -> np.ndarray:
+        return generation_scores(self.model, ids, mask, target, self.config.mode).float().cpu().numpy()
 
     def _continuation(self, w) -> np.ndarray | None:
         """The explained continuation (given, else generated); None, and the document marked
