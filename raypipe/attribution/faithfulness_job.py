@@ -8,6 +8,11 @@
 One Ray row per store shard, so work is spread exactly as the attribution job spread it. The
 model, baseline, granularity, mode and max_length all come from the store's manifest: the
 curves measure the attributions under the perturbation they were computed with.
+
+Generation stores hold a (target tokens × units) matrix per document. A unit's importance for
+the curves is its column sum (its effect on the whole continuation), and each curve point is
+the continuation's score summed over its tokens (with mode log_softmax: the log-probability of
+the continuation), the same quantity the stored ``original_score`` holds.
 """
 from __future__ import annotations
 
@@ -42,7 +47,8 @@ class UnitMismatchError(ValueError):
 class FaithfulnessConfig:
     """A faithfulness job: attribution store → deletion/insertion curves (actors) → AUCs."""
 
-    store: str = _opt("", "attribution store to evaluate (classification)", required=True)
+    store: str = _opt("", "attribution store to evaluate (classification or generation)",
+                      required=True)
     out: str = _opt("", "output directory for faithfulness.parquet and faithfulness.json",
                     required=True)
     corpus: Any = _opt(None, "corpus to re-read (default: the store's; needed when the store was "
@@ -118,7 +124,16 @@ def row_curves(original: float, scores: np.ndarray, index: np.ndarray, x: np.nda
 
 
 # -- stages ------------------------------------------------------------------------------------
-STORE_COLUMNS = ("doc_id", "target", "units", "char_start", "char_end", "scores", "original_score")
+STORE_COLUMNS = ("doc_id", "target", "units", "char_start", "char_end", "scores", "shape",
+                 "target_tokens", "original_score")
+
+
+def unit_importance(row: dict) -> np.ndarray:
+    """``(g,)`` scores that order the units: the row's scores, or for a generation row's
+    (T, g) matrix its column sums (each unit's effect on the whole continuation)."""
+    scores = np.asarray(row["scores"], dtype=np.float64)
+    shape = row.get("shape") or [len(scores)]
+    return scores.reshape(shape).sum(0) if len(shape) == 2 else scores
 
 
 def _read_store_shard(store: str, name: str, columns: tuple[str, ...] = STORE_COLUMNS) -> list[dict]:
@@ -173,7 +188,7 @@ def prepare_curves(batch: dict[str, np.ndarray], *, corpus: CorpusSource, store:
                     f"non-empty documents at corpus positions [{int(start)}, {int(stop)}): pass the "
                     "corpus the store was made from (--corpus)")
             _check_units(doc, row)
-            scores = np.asarray(row["scores"], dtype=np.float64)
+            scores = unit_importance(row)
             if len(scores) == 0:
                 skipped += 1
                 continue
@@ -181,7 +196,11 @@ def prepare_curves(batch: dict[str, np.ndarray], *, corpus: CorpusSource, store:
             distinct, index = distinct_rows(masks)
             ids, attention = perturbed_inputs(doc.windows[0], doc.units.members, distinct,
                                               baseline=base, tokenizer=tokenizer)
-            work.append(DocWork(doc, ids=ids, attention=attention))
+            target_ids = None
+            if row.get("target_tokens"):  # generation: re-score the stored continuation
+                target_ids = np.asarray(tokenizer.convert_tokens_to_ids(row["target_tokens"]),
+                                        dtype=np.int64)
+            work.append(DocWork(doc, ids=ids, attention=attention, target_ids=target_ids))
             meta.append({"doc_id": row["doc_id"], "target": int(row["target"]), "index": index,
                          "n_units": len(scores),
                          "fractions": fractions(len(scores), steps),
@@ -201,12 +220,17 @@ def curves_shard(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         shard = pickle.loads(payload)
         rows = []
         for w, meta in zip(shard["work"], shard["meta"]):
-            col = list(w.results["targets"]).index(meta["target"])
-            original = float(w.results["original"][col])
+            if "target_ids" in w.results:  # generation: the continuation's summed score
+                original = float(np.sum(w.results["original"]))
+                point_scores = np.asarray(w.results["scores"], dtype=np.float64).sum(1)
+            else:
+                col = list(w.results["targets"]).index(meta["target"])
+                original = float(w.results["original"][col])
+                point_scores = w.results["scores"][:, col]
             row = {"doc_id": meta["doc_id"], "target": meta["target"],
                    "n_units": meta["n_units"],
                    "original_score": original}
-            row |= row_curves(original, w.results["scores"][:, col], meta["index"], meta["fractions"])
+            row |= row_curves(original, point_scores, meta["index"], meta["fractions"])
             row["fractions"] = meta["fractions"].tolist()
             stored = meta["stored_original"]
             row["original_drift"] = None if stored is None else abs(original - float(stored))
@@ -241,8 +265,10 @@ def _score_config(config: FaithfulnessConfig, manifest: dict, targets: list[int]
 
     names = {f.name for f in dataclasses.fields(AttributeConfig)}
     values = {k: v for k, v in (manifest.get("config") or {}).items() if k in names}
-    values |= dict(corpus="-", out=config.out, method="occlusion", task="classification",
-                   target=",".join(str(t) for t in targets) or "predicted",
+    task = manifest.get("task", "classification")
+    target = ",".join(str(t) for t in targets) if task == "classification" else "predicted"
+    values |= dict(corpus="-", out=config.out, method="occlusion", task=task,
+                   target=target or "predicted", target_column=None,
                    max_length=manifest.get("max_length") or values.get("max_length"),
                    actors=config.actors, num_gpus=config.num_gpus, num_cpus=config.num_cpus,
                    torch_threads=config.torch_threads, batch_tokens=config.batch_tokens,
@@ -287,8 +313,8 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def evaluate_faithfulness(config: FaithfulnessConfig) -> dict:
-    """Deletion/insertion curves and AUCs of every (document, target) row of a classification
-    attribution store; writes ``out/faithfulness.parquet`` and ``out/faithfulness.json`` and
+    """Deletion/insertion curves and AUCs of every (document, target) row of an attribution
+    store (classification or generation); writes ``out/faithfulness.parquet`` and ``out/faithfulness.json`` and
     returns the summary (lower deletion / higher insertion AUC than random = more faithful)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -302,10 +328,9 @@ def evaluate_faithfulness(config: FaithfulnessConfig) -> dict:
     t0 = time.perf_counter()
     store = AttributionStore(config.store)
     manifest = store.manifest
-    if manifest.get("task") != "classification":
+    if manifest.get("task") not in ("classification", "generation"):
         raise ConfigError(f"the store at {config.store!r} explains {manifest.get('task')!r}: "
-                          "deletion/insertion curves are implemented for classification stores "
-                          "only (generation rows explain a matrix of target tokens; not supported yet)")
+                          "deletion/insertion curves need a classification or generation store")
     source = _open_source(config, manifest)
     shards = [s for s in store.shards if s.rows > 0]
     targets = sorted({int(r["target"]) for s in shards

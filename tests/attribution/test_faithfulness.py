@@ -138,6 +138,60 @@ def test_job_curves_equal_a_plain_forward_loop(occlusion_store, tiny_bert_classi
     assert summary["max_original_score_drift"] < 1e-4
 
 
+def test_generation_curves_score_the_stored_continuation(tiny_gpt2_path, tmp_path, ray_local):
+    """Generation rows: units ordered by their column sums, each point the continuation's
+    log-probability with those prompt tokens replaced by pad, as a plain forward computes it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from raypipe import AttributionStore
+    from raypipe.attribution.config import AttributeConfig
+    from raypipe.attribution.pipeline import attribute
+
+    docs = [{"text": "the cat sat on", "answer": " the mat"},
+            {"text": "one two three four", "answer": " five six"}]
+    corpus = tmp_path / "prompts.jsonl"
+    corpus.write_text("\n".join(json.dumps(d) for d in docs) + "\n")
+    attribute(AttributeConfig(model=tiny_gpt2_path, corpus=str(corpus), out=str(tmp_path / "store"),
+                              method="occlusion", granularity="token", target_column="answer",
+                              mode="log_softmax", baseline="pad", progress=False))
+    out = tmp_path / "faith"
+    summary = evaluate_faithfulness(FaithfulnessConfig(store=str(tmp_path / "store"), out=str(out),
+                                                       progress=False, batch_tokens=64))
+    model = AutoModelForCausalLM.from_pretrained(tiny_gpt2_path).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_gpt2_path)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+
+    def continuation_logprob(prompt: list[int], answer: list[int]) -> float:
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([prompt + answer])).logits[0], -1)
+        return float(sum(logp[len(prompt) - 1 + j, a] for j, a in enumerate(answer)))
+
+    stored = {r["doc_id"]: r for r in AttributionStore(str(tmp_path / "store")).table().to_pylist()}
+    rows = pq.read_table(out / "faithfulness.parquet").to_pylist()
+    assert [r["doc_id"] for r in rows] == [0, 1] and summary["rows"] == 2
+    for row, doc in zip(rows, docs):
+        attr = stored[row["doc_id"]]
+        enc = tok(doc["text"], return_special_tokens_mask=True)
+        prompt = enc["input_ids"]
+        positions = [i for i, special in enumerate(enc["special_tokens_mask"]) if not special]
+        answer = tok(doc["answer"], add_special_tokens=False)["input_ids"]
+        importance = np.reshape(attr["scores"], attr["shape"]).sum(0)       # (g,) column sums
+        order = np.argsort(-importance, kind="stable")
+        g = len(importance)
+        assert row["n_units"] == g == len(positions)   # token units: one per non-special token
+        for kind in ("deletion", "insertion"):
+            expected = []
+            for k in range(g + 1):
+                moved = set(order[:k].tolist())
+                removed = moved if kind == "deletion" else set(range(g)) - moved
+                ids = list(prompt)
+                for u in removed:
+                    ids[positions[u]] = pad
+                expected.append(continuation_logprob(ids, answer))
+            np.testing.assert_allclose(row[f"{kind}_curve"], expected, atol=1e-4)
+        assert row["deletion_curve"][0] == pytest.approx(attr["original_score"], abs=1e-4)
+
+
 def test_clear_errors(tmp_path):
     from raypipe.store import ATTRIBUTION_FORMAT, StoreWriter
 
@@ -145,8 +199,8 @@ def test_clear_errors(tmp_path):
         FaithfulnessConfig(store="s", out="o", steps=0)
     with pytest.raises(FileNotFoundError, match="no attribution store"):
         evaluate_faithfulness(FaithfulnessConfig(store=str(tmp_path / "none"), out=str(tmp_path / "o")))
-    writer = StoreWriter(str(tmp_path / "gen"), {"task": "generation", "config": {}}, "h",
+    writer = StoreWriter(str(tmp_path / "odd"), {"task": "regression", "config": {}}, "h",
                          format=ATTRIBUTION_FORMAT)
     writer.finalize({})
-    with pytest.raises(ConfigError, match="classification stores only"):
-        evaluate_faithfulness(FaithfulnessConfig(store=str(tmp_path / "gen"), out=str(tmp_path / "o")))
+    with pytest.raises(ConfigError, match="classification or generation store"):
+        evaluate_faithfulness(FaithfulnessConfig(store=str(tmp_path / "odd"), out=str(tmp_path / "o")))
