@@ -40,6 +40,9 @@ class MineConfig:
     batch_size: int = _opt(1024, "SAE batch size")
     seed: int = _opt(0, "seed")
     top_activations: int = _opt(20, "top units kept per concept")
+    docs_per_shard: int = _opt(512, "documents per activation shard (the unit of resuming)")
+    holdout_shards: int | None = _opt(None, "last N activation shards held out for the metrics "
+                                      "(default: 1 when there are 2 or more, else 0: in-sample)")
     actors: int = _opt(1, "model actors for the extraction")
     num_gpus: float = _opt(0.0, "GPUs per model actor and for the trainer")
     address: str | None = _opt(None, "Ray address to join (default: RAY_ADDRESS, else local)")
@@ -71,11 +74,19 @@ def mine_concepts(config: MineConfig) -> dict:
         model=config.model, corpus=config.corpus, out=str(p["activations"]),
         split_points=[config.split_point], granularity=config.granularity,
         aggregation=config.aggregation, text_column=config.text_column, max_docs=config.max_docs,
-        max_length=config.max_length, actors=config.actors, num_gpus=config.num_gpus,
-        address=config.address, progress=config.progress))
+        max_length=config.max_length, docs_per_shard=config.docs_per_shard, actors=config.actors,
+        num_gpus=config.num_gpus, address=config.address, progress=config.progress))
+    holdout = config.holdout_shards
+    if holdout is None:
+        shards = extracted.shards_written + extracted.shards_skipped
+        holdout = 1 if shards >= 2 else 0
+        if holdout == 0:
+            log.warning("the activations fill one shard: the dictionary's metrics are measured on "
+                        "its training rows (lower --docs-per-shard to hold a shard out)")
     fit = FitConfig(store=str(p["activations"]), out=str(p["concepts"]), method=config.method,
                     concepts=config.concepts, top_k=config.top_k, epochs=config.epochs,
-                    batch_size=config.batch_size, seed=config.seed, num_gpus=config.num_gpus,
+                    batch_size=config.batch_size, seed=config.seed, holdout_shards=holdout,
+                    num_gpus=config.num_gpus,
                     address=config.address, progress=config.progress)
     log.info("stage 2/4: fit %s with %d concepts -> %s", config.method, config.concepts, p["concepts"])
     if _done(p["concepts"] / "fit_summary.json", fit.to_dict(), "config"):

@@ -164,7 +164,7 @@ def _cluster_env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ray_cluster():
     """A one-node Ray cluster started by `ray start --head`; yields the dashboard (job) URL."""
     if not RAY.exists():
@@ -204,12 +204,53 @@ def _expected_word_rows(model_path: str, texts: list[str]) -> int:
     return sum(len({w for w in tok(t).word_ids() if w is not None}) for t in texts)
 
 
+def _submit(address: str, workdir, argv: list[str]) -> None:
+    """`ray job submit --working-dir WORKDIR -- ARGV`; fails the test with the job's logs."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    submission_id = f"raypipe-test-{uuid.uuid4().hex[:8]}"
+    submit = [str(RAY), "job", "submit", "--address", address, "--submission-id", submission_id,
+              "--working-dir", str(workdir), "--runtime-env-json", json.dumps({"env_vars": JOB_ENV}),
+              "--", *argv]
+    try:
+        done = subprocess.run(submit, env=_cluster_env(), capture_output=True, text=True,
+                              timeout=240)
+    except subprocess.TimeoutExpired:
+        JobSubmissionClient(address).stop_job(submission_id)
+        raise
+    client = JobSubmissionClient(address)
+    status = client.get_job_status(submission_id)
+    assert status == JobStatus.SUCCEEDED, (
+        f"job {submission_id} ended {status}; `ray job submit` exited {done.returncode}\n"
+        f"--- stdout ---\n{done.stdout[-6000:]}\n--- stderr ---\n{done.stderr[-3000:]}\n"
+        f"--- job logs ---\n{client.get_job_logs(submission_id)[-6000:]}")
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ray_job_submit_runs_concept_mining(ray_cluster, tiny_bert_path, tmp_path):
+    """`raypipe mine` as one submitted job: every stage's output lands where the config says."""
+    workdir = tmp_path / "job"
+    workdir.mkdir()
+    (workdir / "docs.txt").write_text("\n".join(CORPUS * 4) + "\n")
+    out = tmp_path / "mine"
+    (workdir / "mine.yaml").write_text(yaml.safe_dump({
+        "model": tiny_bert_path, "corpus": "docs.txt", "out": str(out), "split_point": "1",
+        "method": "topk_sae", "concepts": 8, "top_k": 2, "epochs": 1, "batch_size": 32,
+        "docs_per_shard": 6, "top_activations": 3, "progress": False}))
+    _submit(ray_cluster, workdir, ["raypipe", "mine", "--config", "mine.yaml"])
+    assert json.loads((out / "activations" / "manifest.json").read_text())["status"] == "complete"
+    assert (out / "concepts" / "dictionary.safetensors").is_file()
+    assert (out / "interpretation" / "top_activations.parquet").is_file()
+    assert "<html" in (out / "report.html").read_text().lower()
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_ray_job_submit_runs_a_job_file(ray_cluster, minilm_path, tmp_path):
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
     from raypipe import ActivationStore
 
     workdir = tmp_path / "job"
@@ -228,23 +269,7 @@ def test_ray_job_submit_runs_a_job_file(ray_cluster, minilm_path, tmp_path):
         "docs_per_shard": 2,
         "progress": False,
     }))
-    submission_id = f"raypipe-test-{uuid.uuid4().hex[:8]}"
-    env = _cluster_env()
-    submit = [str(RAY), "job", "submit", "--address", ray_cluster, "--submission-id", submission_id,
-              "--working-dir", str(workdir), "--runtime-env-json", json.dumps({"env_vars": JOB_ENV}),
-              "--", "raypipe", "extract", "--config", "job.yaml"]
-    try:
-        done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=240)
-    except subprocess.TimeoutExpired:
-        JobSubmissionClient(ray_cluster).stop_job(submission_id)
-        raise
-    client = JobSubmissionClient(ray_cluster)
-    status = client.get_job_status(submission_id)
-    assert status == JobStatus.SUCCEEDED, (
-        f"job {submission_id} ended {status}; `ray job submit` exited {done.returncode}\n"
-        f"--- stdout ---\n{done.stdout[-6000:]}\n--- stderr ---\n{done.stderr[-3000:]}\n"
-        f"--- job logs ---\n{client.get_job_logs(submission_id)[-6000:]}")
-    assert done.returncode == 0, done.stderr[-3000:]
+    _submit(ray_cluster, workdir, ["raypipe", "extract", "--config", "job.yaml"])
 
     manifest = json.loads((out / "manifest.json").read_text())
     expected = _expected_word_rows(minilm_path, CORPUS)
