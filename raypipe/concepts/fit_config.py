@@ -25,7 +25,8 @@ class FitConfig:
     batch_size: int = _opt(1024, "rows per SAE optimiser step")
     lr: float = _opt(5e-4, "SAE peak learning rate (warmup, then cosine decay)")
     seed: int = _opt(0, "seed of the initialisation, shuffling and reservoir sample")
-    shuffle_buffer: int = _opt(65536, "rows pooled by the streaming shuffle")
+    shuffle_buffer: int | None = _opt(None, "rows pooled by the streaming shuffle (default: "
+                                     "65536, fewer for rows wider than 2048: at most 512 MiB)")
     checkpoint_every: int = _opt(500, "SAE steps between checkpoints (a killed trainer resumes)")
     holdout_shards: int = _opt(1, "last N shards held out for the metrics (0: in-sample)")
     memory_budget_mb: int = _opt(2048, "batch methods (nmf, pca, ...): the uniform reservoir "

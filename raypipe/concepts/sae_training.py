@@ -29,7 +29,7 @@ from raypipe.concepts.methods import SAE_CLASS_NAMES
 from raypipe.concepts.metrics import (DeadLatentTracker, MetricAccumulator,
                                       plot_training_curve)
 from raypipe.concepts.overcomplete_import import import_overcomplete
-from raypipe.concepts.training_config import TrainConfig
+from raypipe.concepts.training_config import TrainConfig, default_shuffle_buffer
 from raypipe.runtime import maybe_die
 from raypipe.store import ActivationStore
 
@@ -280,12 +280,15 @@ def _train_loop(train_store: ActivationStore, split: str, config: TrainConfig,
                unit_scale=True, desc=f"{config.method} {split}", disable=not progress)
     window = _Window(device)
     last_saved = state.step
+    shuffle_buffer = config.shuffle_buffer
+    if shuffle_buffer is None:
+        shuffle_buffer = default_shuffle_buffer(train_store.dim(split))
     sae.train()
     try:
         while state.epoch < config.epochs:
             skip = state.rows_in_epoch
             for batch in train_store.iter_batches(split, config.batch_size,
-                                                  shuffle_buffer=config.shuffle_buffer,
+                                                  shuffle_buffer=shuffle_buffer,
                                                   seed=epoch_seed(config.seed, state.epoch),
                                                   columns=()):
                 rows = len(batch["activations"])

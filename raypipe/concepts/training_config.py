@@ -40,8 +40,9 @@ class TrainConfig:
     """jumprelu_sae sparsity weight: loss = MSE + jumprelu_l0 * mean over rows of L0."""
     clip_grad: float = 1.0
     """Maximum global gradient norm per step (0 = no clipping), as overcomplete's train_sae."""
-    shuffle_buffer: int = 65536
-    """Rows pooled by the store's shuffling reader (0: shard order and rows within a shard only)."""
+    shuffle_buffer: int | None = None
+    """Rows pooled by the store's shuffling reader (0: shard order and rows within a shard
+    only); None: ``default_shuffle_buffer(d)``, 65,536 rows or fewer for wide activations."""
     seed: int = 0
     """Seeds the weights' initialisation and every epoch's shuffle."""
     checkpoint_every: int = 500
@@ -64,8 +65,10 @@ class TrainConfig:
         for name in ("n_concepts", "top_k", "epochs", "batch_size", "checkpoint_every",
                      "log_every", "dead_after"):
             _check_int(name, getattr(self, name), minimum=1)
-        for name in ("warmup_steps", "shuffle_buffer", "seed", "holdout_shards"):
+        for name in ("warmup_steps", "seed", "holdout_shards"):
             _check_int(name, getattr(self, name), minimum=0)
+        if self.shuffle_buffer is not None:
+            _check_int("shuffle_buffer", self.shuffle_buffer, minimum=0)
         if self.method in ("topk_sae", "batchtopk_sae") and self.top_k > self.n_concepts:
             raise ValueError(f"TrainConfig.top_k={self.top_k} exceeds n_concepts="
                              f"{self.n_concepts}; lower top_k or raise n_concepts")
@@ -98,6 +101,17 @@ class TrainConfig:
         """``[(field, self value, other value)]`` for the fields that change the trained SAE."""
         a, b = self.to_dict(), other.to_dict()
         return [(k, a[k], b[k]) for k in a if k not in _FREE_FIELDS and a[k] != b[k]]
+
+
+SHUFFLE_BUFFER_ROWS = 65536
+SHUFFLE_BUFFER_BYTES = 512 * 2**20
+
+
+def default_shuffle_buffer(dim: int) -> int:
+    """Rows of the default shuffle buffer for ``dim``-wide float32 rows: 65,536, or as many as
+    fit in 512 MiB when rows are wider (d=4096: 32,768; an 8B model's residual stream is that
+    wide), so the buffer's memory does not grow with the model."""
+    return max(1, min(SHUFFLE_BUFFER_ROWS, SHUFFLE_BUFFER_BYTES // (4 * max(1, int(dim)))))
 
 
 def _check_int(name: str, value: object, *, minimum: int) -> None:

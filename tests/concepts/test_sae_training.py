@@ -150,6 +150,7 @@ def test_lr_schedule():
     ({"batch_size": 0}, "batch_size=0"),
     ({"top_k": 40, "n_concepts": 32}, "top_k=40 exceeds n_concepts=32"),
     ({"final_lr_ratio": 2.0}, "final_lr_ratio"),
+    ({"shuffle_buffer": -1}, "shuffle_buffer"),
 ])
 def test_config_validation(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -174,3 +175,13 @@ def test_cuda_training_resumes_and_matches_cpu(small_store, tmp_path):
                     progress=False)
     # float rounding differs between devices, so compare what the run achieved, not bits
     assert whole.meta["metrics"]["r2"] == pytest.approx(cpu.meta["metrics"]["r2"], abs=0.02)
+
+
+def test_default_shuffle_buffer_holds_its_memory_as_rows_widen():
+    from raypipe.concepts.training_config import default_shuffle_buffer
+
+    assert default_shuffle_buffer(384) == 65536          # MiniLM-wide rows: the full 65,536
+    assert default_shuffle_buffer(2048) == 65536
+    assert default_shuffle_buffer(4096) == 32768         # 8B-model-wide rows: 512 MiB of them
+    assert default_shuffle_buffer(8192) * 8192 * 4 == 512 * 2**20
+    assert TrainConfig(method="topk_sae").shuffle_buffer is None
