@@ -35,6 +35,27 @@ def init_ray(address: str | None, actors: int, num_cpus: float) -> None:
     cpus = max(os.cpu_count() or 1, math.ceil(actors * num_cpus) + 1)
     ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=runtime_env,
              logging_level=logging.WARNING, log_to_driver=True)
+    _LOCAL_RAY.update(cpus=cpus, gcs=ray.get_runtime_context().gcs_address)
+
+
+_LOCAL_RAY: dict = {}  # {"cpus", "gcs"} of the local Ray init_ray started in this process
+
+
+def cpu_task_concurrency(actors: int, num_cpus: float) -> int | None:
+    """How many CPU tasks of one stage may run at once beside the actor pool, or None (Ray
+    Data decides) on a cluster this process joined.
+
+    On a Ray started here, each concurrent task is one more worker process that imports
+    Python, Ray and the tokenizer (~3 CPU-seconds) while the model actor is starting: on 2
+    cores, capping them made a 10k-sentence extraction ~2.5 s faster end to end (A/B,
+    2 rounds). The cap is the CPUs the actors leave free. A cluster's CPUs can grow (autoscaling), so there
+    Ray Data keeps its own limit.
+    """
+    import ray
+
+    if not ray.is_initialized() or ray.get_runtime_context().gcs_address != _LOCAL_RAY.get("gcs"):
+        return None
+    return max(1, math.floor(_LOCAL_RAY["cpus"] - actors * num_cpus))
 
 
 def plan_while_ray_starts(plan: Callable[[], T], address: str | None, actors: int,

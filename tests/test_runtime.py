@@ -39,3 +39,19 @@ def test_a_failed_plan_raises_its_error_and_shuts_down_the_ray_it_started(tmp_pa
                           timeout=120, cwd=tmp_path)
     assert "raised: no such split point: encoder.layer.99" in done.stdout, done.stderr[-2000:]
     assert "ray up after the error: False" in done.stdout
+
+
+def test_cpu_tasks_are_capped_only_on_a_ray_started_here(ray_local):
+    from raypipe.runtime import cpu_task_concurrency
+
+    assert cpu_task_concurrency(1, 1.0) is None  # the session's Ray was not started by init_ray
+    script = textwrap.dedent("""
+        import os
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        from raypipe.runtime import cpu_task_concurrency, init_ray
+        init_ray(None, 2, 0.5)
+        print("cap:", cpu_task_concurrency(2, 0.5), "cpus:", max(os.cpu_count(), 2))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    cap, cpus = done.stdout.split("cap:")[1].split("cpus:")
+    assert int(cap) == max(1, int(cpus) - 1), done.stderr[-2000:]   # 2 actors x 0.5 CPU = 1 CPU

@@ -19,8 +19,8 @@ from raypipe.attribution.perturb_stage import prepare_shard
 from raypipe.config import ConfigError
 from raypipe.corpus import open_corpus
 from raypipe.extraction.plan import model_max_length
-from raypipe.runtime import (fault_hook_args, init_ray, plan_while_ray_starts, progress_bar,
-                             quiet_ray_data)
+from raypipe.runtime import (cpu_task_concurrency, fault_hook_args, init_ray,
+                             plan_while_ray_starts, progress_bar, quiet_ray_data)
 from raypipe.store import ATTRIBUTION_FORMAT, ShardRecord, StoreWriter
 
 log = logging.getLogger("raypipe.attribute")
@@ -113,7 +113,9 @@ def _run(config, corpus, targets, max_length, id2label, writer, pending, result)
     init_ray(config.address, config.actors, config.num_cpus)
     quiet_ray_data(log)
     ds = ray.data.from_items(pending, override_num_blocks=len(pending))
-    ds = ds.map_batches(prepare_shard, batch_size=1, num_cpus=0.5, fn_kwargs=dict(
+    cpu_tasks = cpu_task_concurrency(config.actors, config.num_cpus)
+    ds = ds.map_batches(prepare_shard, batch_size=1, num_cpus=0.5, concurrency=cpu_tasks,
+                        fn_kwargs=dict(
         corpus=corpus, targets=targets, tokenizer_name=config.model,
         trust_remote_code=config.trust_remote_code, max_length=max_length,
         granularity=config.granularity, method=config.method, n_samples=config.n_samples,
@@ -122,7 +124,8 @@ def _run(config, corpus, targets, max_length, id2label, writer, pending, result)
                         num_cpus=config.num_cpus, num_gpus=config.num_gpus or None,
                         fn_constructor_kwargs={"config": config.to_dict() | {"corpus": "-"}},
                         **fault_hook_args())
-    ds = ds.map_batches(estimate_shard, batch_size=1, num_cpus=0.5, fn_kwargs=dict(
+    ds = ds.map_batches(estimate_shard, batch_size=1, num_cpus=0.5, concurrency=cpu_tasks,
+                        fn_kwargs=dict(
         store_root=config.out, method=config.method, id2label=id2label))
     total = sum(p["doc_end"] - p["doc_start"] for p in pending)
     with progress_bar(config.progress, total, f"attribute[{config.method}]") as bar:

@@ -22,8 +22,8 @@ from raypipe.config import ExtractConfig
 from raypipe.extraction.extract_stage import ExtractShard
 from raypipe.extraction.plan import ExtractPlan, plan_extraction
 from raypipe.extraction.tokenize_stage import tokenize_shard
-from raypipe.runtime import (fault_hook_args, init_ray, plan_while_ray_starts, progress_bar,
-                             quiet_ray_data)
+from raypipe.runtime import (cpu_task_concurrency, fault_hook_args, init_ray,
+                             plan_while_ray_starts, progress_bar, quiet_ray_data)
 from raypipe.store import ShardRecord, StoreWriter
 
 log = logging.getLogger("raypipe.extract")
@@ -107,7 +107,9 @@ def _run_pending(config: ExtractConfig, plan: ExtractPlan, writer: StoreWriter, 
     init_ray(config.address, config.actors, config.num_cpus)
     quiet_ray_data(log)
     ds = ray.data.from_items(pending, override_num_blocks=len(pending))
-    ds = ds.map_batches(tokenize_shard, batch_size=1, num_cpus=0.5, fn_kwargs=dict(
+    ds = ds.map_batches(tokenize_shard, batch_size=1, num_cpus=0.5,
+                        concurrency=cpu_task_concurrency(config.actors, config.num_cpus),
+                        fn_kwargs=dict(
         corpus=plan.corpus, tokenizer_name=plan.tokenizer_name,
         trust_remote_code=config.trust_remote_code, max_length=plan.max_length,
         overflow=config.overflow, granularity=config.granularity))
