@@ -274,10 +274,6 @@ def _rows(pool: dict[str, np.ndarray]) -> int:
     return len(pool["activations"])
 
 
-def _take(pool: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
-    return {k: v[idx] for k, v in pool.items()}
-
-
 class _ShuffleBuffer:
     """Rows held in preallocated arrays; each emitted row is a uniform draw from the held rows.
 
