@@ -48,8 +48,8 @@ def cpu_task_concurrency(actors: int, num_cpus: float) -> int | None:
     On a Ray started here, each concurrent task is one more worker process that imports
     Python, Ray and the tokenizer (~3 CPU-seconds) while the model actor is starting: on 2
     cores, capping them made a 10k-sentence extraction ~2.5 s faster end to end (A/B,
-    2 rounds). The cap is the CPUs the actors leave free. A cluster's CPUs can grow (autoscaling), so there
-    Ray Data keeps its own limit.
+    2 rounds). The cap is the CPUs the actors leave free. A cluster's CPUs can grow
+    (autoscaling), so there Ray Data keeps its own limit.
     """
     import ray
 

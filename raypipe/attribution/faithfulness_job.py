@@ -314,8 +314,9 @@ def summarize(rows: list[dict]) -> dict:
 
 def evaluate_faithfulness(config: FaithfulnessConfig) -> dict:
     """Deletion/insertion curves and AUCs of every (document, target) row of an attribution
-    store (classification or generation); writes ``out/faithfulness.parquet`` and ``out/faithfulness.json`` and
-    returns the summary (lower deletion / higher insertion AUC than random = more faithful)."""
+    store (classification or generation); writes ``out/faithfulness.parquet`` and
+    ``out/faithfulness.json`` and returns the summary (lower deletion / higher insertion AUC
+    than random = more faithful)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     import ray
