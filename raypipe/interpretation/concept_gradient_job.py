@@ -58,7 +58,8 @@ class ConceptGradientConfig:
     max_length: int | None = _opt(None, "tokens per document; longer ones are truncated and "
                                   "counted (default: the model's maximum)")
     batch_tokens: int | None = _opt(None, "padded tokens per micro-batch on the model actors "
-                                     "(default: 8192 on a GPU, 1024 on CPU)")
+                                     "(default: 4096 on a GPU, as gradients are kept; 1024 on "
+                                     "CPU)")
     actors: int = _opt(1, "number of model actors (each holds one copy of the model)")
     num_gpus: float = _opt(0.0, "GPUs per model actor")
     num_cpus: float = _opt(1.0, "CPUs reserved per model actor")
@@ -132,6 +133,7 @@ class ConceptGradientShard:
         import torch
         import transformers
 
+        from raypipe.batching import resolve_batch_tokens
         from raypipe.concepts.concept_model import ConceptModel
         from raypipe.models.loading import load_model_and_tokenizer
 
@@ -146,6 +148,9 @@ class ConceptGradientShard:
         self.model, self.tokenizer = load_model_and_tokenizer(
             self.config.model, auto_class=self.config.auto_class, device_map=device_map)
         self.concepts = ConceptModel.load(self.config.concepts)
+        self.batch_tokens = resolve_batch_tokens(self.config.batch_tokens,
+                                                 next(self.model.parameters()).device,
+                                                 gpu_default=4096)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         records = [self.run_shard(int(s), int(a), int(b)) for s, a, b in
@@ -154,8 +159,7 @@ class ConceptGradientShard:
 
     def run_shard(self, shard_id: int, doc_start: int, doc_end: int) -> str:
         """Compute and write one shard; returns its ShardRecord as JSON."""
-        from raypipe.batching import (pad_batch, plan_micro_batches, resolve_batch_tokens,
-                                      tokenize_documents)
+        from raypipe.batching import pad_batch, plan_micro_batches, tokenize_documents
         from raypipe.extraction.forward import pad_token_id
         from raypipe.granularity import Granularity
         from raypipe.interpretation.concept_gradients import concept_output_gradients
@@ -168,9 +172,7 @@ class ConceptGradientShard:
         ids_per_doc = [d.windows[0] for d in docs]
         rows: list[dict | None] = [None] * len(docs)
         pad_id = pad_token_id(self.tokenizer)
-        budget = resolve_batch_tokens(self.config.batch_tokens, next(self.model.parameters()).device,
-                                      gpu_default=4096)
-        for batch in plan_micro_batches([len(x) for x in ids_per_doc], budget):
+        for batch in plan_micro_batches([len(x) for x in ids_per_doc], self.batch_tokens):
             ids, mask = pad_batch([ids_per_doc[i] for i in batch], pad_id)
             out = concept_output_gradients(self.model, self.concepts, self.split_point, ids, mask,
                                            target=self.config.target, mode=self.config.mode,
