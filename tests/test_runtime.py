@@ -41,17 +41,26 @@ def test_a_failed_plan_raises_its_error_and_shuts_down_the_ray_it_started(tmp_pa
     assert "ray up after the error: False" in done.stdout
 
 
-def test_cpu_tasks_are_capped_only_on_a_ray_started_here(ray_local):
+def test_local_ray_caps_cpu_tasks_and_its_workers_see_the_offline_switches(ray_local):
     from raypipe.runtime import cpu_task_concurrency
 
     assert cpu_task_concurrency(1, 1.0) is None  # the session's Ray was not started by init_ray
+    # A local Ray gets no job runtime env (so its prestarted workers are used): the variables a
+    # job needs in its workers must reach them by inheritance.
     script = textwrap.dedent("""
         import os
         os.environ["RAY_AUTH_MODE"] = "disabled"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+        os.environ["HF_HOME"] = "/tmp/raypipe-test-hf-home"
+        import ray
         from raypipe.runtime import cpu_task_concurrency, init_ray
         init_ray(None, 2, 0.5)
         print("cap:", cpu_task_concurrency(2, 0.5), "cpus:", max(os.cpu_count(), 2))
+        seen = ray.get(ray.remote(lambda: (os.environ.get("HF_DATASETS_OFFLINE"),
+                                           os.environ.get("HF_HOME"))).remote())
+        print("worker env:", seen)
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    cap, cpus = done.stdout.split("cap:")[1].split("cpus:")
+    cap, cpus = done.stdout.split("cap:")[1].split("worker env:")[0].split("cpus:")
     assert int(cap) == max(1, int(cpus) - 1), done.stderr[-2000:]   # 2 actors x 0.5 CPU = 1 CPU
+    assert "worker env: ('1', '/tmp/raypipe-test-hf-home')" in done.stdout, done.stderr[-2000:]
