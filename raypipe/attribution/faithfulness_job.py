@@ -28,7 +28,7 @@ import numpy as np
 from raypipe.attribution.config import AttributeConfig
 from raypipe.attribution.faithfulness import (curve_auc, deletion_masks, fractions,
                                               insertion_masks, random_order_masks)
-from raypipe.attribution.masks import doc_seed
+from raypipe.attribution.masks import distinct_masks, doc_seed
 from raypipe.config import ConfigError, _opt
 from raypipe.corpus import CorpusSource, open_corpus
 
@@ -92,29 +92,8 @@ def curve_masks(scores: np.ndarray, seed: int, steps: int | None) -> np.ndarray:
                      random_order_masks(g, seed, "insertion", steps)])
 
 
-def distinct_rows(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The rows to forward, and where each curve point reads its score.
-
-    The four curves share rows (every one starts or ends at "nothing kept"; deletion and
-    insertion both hold "everything kept", which is the original the actor scores anyway).
-
-    Args:
-        masks: ``(4, m, g)`` from ``curve_masks``.
-    Returns:
-        rows ``(r, g)`` bool, the distinct masks other than all-kept; index ``(4, m)`` int64
-        into ``[original, row 0, ..., row r-1]``.
-    """
-    k, m, g = masks.shape
-    unique, inverse = np.unique(masks.reshape(k * m, g), axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    full = unique.all(axis=1)                            # (u,) the all-kept row
-    lookup = np.zeros(len(unique), dtype=np.int64)
-    lookup[~full] = 1 + np.arange(int((~full).sum()))
-    return unique[~full], lookup[inverse].reshape(k, m)
-
-
 def row_curves(original: float, scores: np.ndarray, index: np.ndarray, x: np.ndarray) -> dict:
-    """Curves ``(4, m)`` and their areas from the scores of ``distinct_rows``' rows ``(r,)``."""
+    """Curves ``(4, m)`` and their areas from the scores of ``distinct_masks``' rows ``(r,)``."""
     values = np.concatenate([[original], np.asarray(scores, dtype=np.float64)])
     curves = values[index]
     out = {f"{name}_auc": curve_auc(curves[i], x) for i, name in enumerate(CURVES)}
@@ -193,7 +172,7 @@ def prepare_curves(batch: dict[str, np.ndarray], *, corpus: CorpusSource, store:
                 skipped += 1
                 continue
             masks = curve_masks(scores, doc_seed(seed, row["doc_id"]), steps)
-            distinct, index = distinct_rows(masks)
+            distinct, index = distinct_masks(masks)  # the four curves share rows
             ids, attention = perturbed_inputs(doc.windows[0], doc.units.members, distinct,
                                               baseline=base, tokenizer=tokenizer)
             target_ids = None

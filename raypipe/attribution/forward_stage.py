@@ -43,6 +43,12 @@ def task_kind(task: str, model) -> str:
     return kind
 
 
+def per_mask_row(scored: np.ndarray, index: np.ndarray | None) -> np.ndarray:
+    """One document's scores, ``scored`` = [original, distinct rows...], back to one row per
+    mask row (``DocWork.index``), or the rows after the original when nothing was deduplicated."""
+    return scored[1:] if index is None else scored[index]
+
+
 class ScoreShard:
     """Callable class for ``map_batches``: a shard's work items in, with model results filled in."""
 
@@ -81,6 +87,8 @@ class ScoreShard:
                 self.score_continuations(work)
             shard["stats"]["model_seconds"] = time.perf_counter() - t0
             shard["stats"]["forward_rows"] = sum(0 if w.ids is None else len(w.ids) + 1 for w in work)
+            shard["stats"]["mask_rows"] = sum(0 if w.ids is None else 1 + (
+                len(w.ids) if w.index is None else len(w.index)) for w in work)
             out.append(pickle.dumps(shard, protocol=pickle.HIGHEST_PROTOCOL))
         return {"shard_id": np.asarray(batch["shard_id"]), "payload": np.asarray(out, dtype=object)}
 
@@ -99,7 +107,7 @@ class ScoreShard:
             m = len(w.ids) + 1
             targets = self._targets(logits[start])
             w.results = {"targets": targets, "original": scores[start, targets],
-                         "scores": scores[start + 1:start + m][:, targets]}
+                         "scores": per_mask_row(scores[start:start + m], w.index)[:, targets]}
             start += m
 
     def _score_packed(self, seqs: list[tuple[np.ndarray, np.ndarray]], width: int, score,
@@ -146,7 +154,7 @@ class ScoreShard:
             score = functools.partial(self._continuation_scores, target=torch.as_tensor(target_ids))
             scores = self._score_packed(seqs, len(target_ids), score, extra_tokens=len(target_ids))
             w.results = self._generation_result(w, target_ids, scores[0])
-            w.results["scores"] = scores[1:]
+            w.results["scores"] = per_mask_row(scores, w.index)
 
     def _continuation_scores(self, ids: torch.Tensor, mask: torch.Tensor,
                              target: torch.Tensor) -> np.ndarray:

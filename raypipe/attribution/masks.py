@@ -171,3 +171,31 @@ def _sobol_masks(g: int, n_samples: int, seed: int) -> tuple[np.ndarray, dict]:
     a_b[np.arange(g), :, np.arange(g)] = b.T
     masks = np.concatenate([a, b, a_b.reshape(g * n, g)])
     return masks, {"n": n, "layout": "A;B;A_B^1..A_B^g"}
+
+
+def distinct_masks(masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mask rows a model must actually score, and where every row reads its score.
+
+    Designs repeat rows: Sobol's ``A_B^i`` equals ``A`` wherever B's column i equals A's (half
+    the rows on average), sampled KernelSHAP/LIME coalitions collide on short documents, and
+    the all-kept row is the original, which the actor scores anyway. Identical masks give
+    identical inputs, so scoring each distinct one once changes no score and saves those
+    forwards (about 47% of Sobol's, 7% of KernelSHAP's and LIME's on rt-polarity words).
+
+    Args:
+        masks: ``(..., g)`` bool, True = unit kept, any leading shape.
+    Returns:
+        rows ``(r, g)`` bool: the distinct masks other than all-kept, in a fixed (sorted)
+        order; index (the leading shape of ``masks``) int64 into ``[original, row 0, ...,
+        row r-1]``, so ``scores[index]`` rebuilds every row's score.
+    """
+    masks = np.asarray(masks, dtype=bool)
+    g = masks.shape[-1]
+    if masks.size == 0:  # no rows, or no units (every row then keeps "everything")
+        return np.zeros((0, g), dtype=bool), np.zeros(masks.shape[:-1], dtype=np.int64)
+    flat = masks.reshape(-1, g)
+    unique, inverse = np.unique(flat, axis=0, return_inverse=True)
+    full = unique.all(axis=1)                            # (u,) the all-kept row, if any
+    lookup = np.zeros(len(unique), dtype=np.int64)
+    lookup[~full] = 1 + np.arange(int((~full).sum()))
+    return unique[~full], lookup[inverse.reshape(-1)].reshape(masks.shape[:-1])

@@ -1,6 +1,7 @@
 """Stage 1 (CPU tasks): read a shard, tokenize, cut units, make masks and perturbed inputs.
 
-Everything that needs no model happens here, so model actors only run packed forwards.
+Everything that needs no model happens here, so model actors only run packed forwards: each
+distinct perturbed input once (``distinct_masks``), the original included only once.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from raypipe.attribution.masks import MaskPlan, doc_seed, make_masks
+from raypipe.attribution.masks import MaskPlan, distinct_masks, doc_seed, make_masks
 from raypipe.attribution.perturb import perturbed_inputs
 from raypipe.batching import TokenizedDoc, tokenize_documents
 from raypipe.corpus import CorpusSource
@@ -23,8 +24,10 @@ class DocWork:
 
     doc: TokenizedDoc
     plan: MaskPlan | None = None                 # perturbation methods
-    ids: np.ndarray | None = None                # (m, l) perturbed token ids
-    attention: np.ndarray | None = None          # (m, l)
+    ids: np.ndarray | None = None                # (r, l) perturbed token ids to score
+    attention: np.ndarray | None = None          # (r, l)
+    index: np.ndarray | None = None              # (m,) mask row -> [original, ids rows]; None: ids
+                                                 # row i is mask row i (no dedup)
     target_ids: np.ndarray | None = None         # generation: the given continuation (T,)
     target_text: str | None = None
     results: dict = field(default_factory=dict)  # filled by the actor
@@ -61,9 +64,9 @@ def prepare_shard(batch: dict[str, np.ndarray], *, corpus: CorpusSource,
             if not gradient:
                 item.plan = make_masks(method, len(doc.units), n_samples=n_samples,
                                        seed=doc_seed(seed, doc.doc_id))
+                rows, item.index = distinct_masks(item.plan.masks)
                 item.ids, item.attention = perturbed_inputs(doc.windows[0], doc.units.members,
-                                                            item.plan.masks, baseline=base,
-                                                            tokenizer=tokenizer)
+                                                            rows, baseline=base, tokenizer=tokenizer)
             work.append(item)
         counters = stats.as_dict() | {"decode_fallbacks": read.decode_fallbacks,
                                       "unreadable": len(read.problems)}

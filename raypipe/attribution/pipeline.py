@@ -31,7 +31,8 @@ class AttributeResult:
     store: str
     documents: int = 0
     rows: int = 0
-    forward_rows: int = 0
+    forward_rows: int = 0  # sequences the model scored
+    mask_rows: int = 0     # sequences the methods asked for (original included), before dedup
     truncated: int = 0
     skipped_empty: int = 0
     decode_fallbacks: int = 0
@@ -46,6 +47,7 @@ class AttributeResult:
         self.documents += int(stats.get("docs", 0))
         self.rows += int(stats.get("rows", 0))
         self.forward_rows += int(stats.get("forward_rows", 0))
+        self.mask_rows += int(stats.get("mask_rows", 0))
         self.truncated += int(stats.get("truncated", 0))
         self.skipped_empty += int(stats.get("skipped_empty", 0))
         self.decode_fallbacks += int(stats.get("decode_fallbacks", 0))

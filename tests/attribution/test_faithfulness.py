@@ -11,7 +11,8 @@ import torch
 from raypipe.attribution.faithfulness import (curve_auc, deletion_masks, fractions,
                                               insertion_masks, random_order_masks, step_counts)
 from raypipe.attribution.faithfulness_job import (FaithfulnessConfig, curve_masks,
-                                                  distinct_rows, evaluate_faithfulness)
+                                                  evaluate_faithfulness)
+from raypipe.attribution.masks import distinct_masks
 from raypipe.config import ConfigError
 
 TEXTS = ["the movie was great fun", "a dull and boring film", "what a ride!",
@@ -67,9 +68,9 @@ def test_random_order_is_seeded():
     assert ((~a).sum(1) == np.arange(13)).all(), "one unit per step"
 
 
-def test_distinct_rows_rebuild_every_curve():
+def test_distinct_masks_rebuild_every_curve():
     masks = curve_masks(np.array([0.2, -1.0, 3.0]), seed=0, steps=None)      # (4, 4, 3)
-    rows, index = distinct_rows(masks)
+    rows, index = distinct_masks(masks)
     assert not rows.all(axis=1).any(), "the original is not forwarded again"
     table = np.concatenate([np.ones((1, 3), bool), rows])
     np.testing.assert_array_equal(table[index], masks)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from raypipe.attribution import PERTURBATION_METHODS, MaskPlan, doc_seed, make_masks
+from raypipe.attribution.masks import distinct_masks
 
 
 @pytest.mark.parametrize("method", PERTURBATION_METHODS)
@@ -111,3 +112,20 @@ def test_doc_seed_is_stable_and_distinguishes_documents():
     assert doc_seed(7, 3) == doc_seed(7, "3")
     seeds = {doc_seed(7, i) for i in range(100)} | {doc_seed(8, 0)}
     assert len(seeds) == 101 and all(0 <= s < 2**63 for s in seeds)
+
+
+@pytest.mark.parametrize("method", ["sobol", "kernel_shap", "lime", "occlusion"])
+def test_distinct_masks_rebuild_every_row_without_repeats(method):
+    plan = make_masks(method, 4, n_samples=16, seed=1)
+    rows, index = distinct_masks(plan.masks)
+    assert len(np.unique(rows, axis=0)) == len(rows), "each distinct mask once"
+    assert not rows.all(axis=1).any(), "the all-kept mask is the original, never a row"
+    table = np.concatenate([np.ones((1, 4), bool), rows])
+    np.testing.assert_array_equal(table[index], plan.masks)
+    if method == "sobol":  # 4 units: 2**4 possible masks, 16 * (4 + 2) rows asked for
+        assert len(rows) < 16 and len(index) == 96
+
+
+def test_distinct_masks_of_an_empty_plan():
+    rows, index = distinct_masks(np.zeros((0, 0), bool))
+    assert rows.shape == (0, 0) and index.shape == (0,)
