@@ -2,8 +2,9 @@
 
 ``perturbed_sequences`` makes exactly the rows raypipe's model actors run (the same corpus
 reader, tokenization, word units, masks, per-document seeds and baseline as
-``raypipe/attribution/perturb_stage.py``; per document the original first, then its perturbed
-copies), so the plain loop below forwards the same sequences raypipe does. ``forward_loop`` is
+``raypipe/attribution/perturb_stage.py``; per document the original first, then its distinct
+perturbed copies, ``distinct_masks``), so the plain loop below forwards the same sequences
+raypipe does. (interpreto forwards every mask row: it does not deduplicate.) ``forward_loop`` is
 the loop a user would write: rows sorted by length, fixed-size or token-budget batches, padded on
 the right, ``model(...).logits`` under ``torch.inference_mode()``.
 """
@@ -40,10 +41,11 @@ class PerturbedWork:
 
 def perturbed_sequences(corpus_path: str, model_dir: str, method: str, n_samples: int,
                         seed: int = 0, baseline: str = "mask") -> PerturbedWork:
-    """The rows raypipe forwards for ``method`` on this corpus (original + perturbed per doc)."""
+    """The rows raypipe forwards for ``method`` on this corpus (original + distinct perturbed
+    rows per doc)."""
     from transformers import AutoConfig
 
-    from raypipe.attribution.masks import doc_seed, make_masks
+    from raypipe.attribution.masks import distinct_masks, doc_seed, make_masks
     from raypipe.attribution.perturb import perturbed_inputs
     from raypipe.attribution.perturb_stage import effective_baseline
     from raypipe.batching import tokenize_documents
@@ -65,7 +67,8 @@ def perturbed_sequences(corpus_path: str, model_dir: str, method: str, n_samples
     for doc in docs:
         original = doc.windows[0]
         plan = make_masks(method, len(doc.units), n_samples=n_samples, seed=doc_seed(seed, doc.doc_id))
-        rows, masks = perturbed_inputs(original, doc.units.members, plan.masks, baseline=base,
+        distinct, _ = distinct_masks(plan.masks)
+        rows, masks = perturbed_inputs(original, doc.units.members, distinct, baseline=base,
                                        tokenizer=tokenizer)
         ids.append(original)
         attention.append(np.ones_like(original))
