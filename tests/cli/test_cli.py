@@ -1,8 +1,10 @@
 """The command line: help that teaches, config files, clear errors with non-zero exits."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +81,28 @@ def test_demo_mines_concepts_offline_and_resumes(ray_local, tmp_path, capsys):
     assert (out / "report.html").is_file() and (out / "concepts" / "dictionary.json").is_file()
     assert main(["demo", "--out", str(out), "--max-docs", "40"]) == 0
     assert "0 written, 1 already complete" in capsys.readouterr().out
+
+
+def test_console_script_exits_fast_but_delivers_its_output_and_exit_code(tmp_path):
+    """`raypipe` leaves with os._exit once main() returns: everything it printed must still
+    arrive (stdout is block-buffered in a pipe), and the exit code must be main()'s."""
+    import numpy as np
+
+    from raypipe.store import StoreWriter, write_shard
+    from tests.store.store_factories import make_header, make_units
+
+    root = str(tmp_path / "store")
+    writer = StoreWriter(root, make_header(), "hash-a")
+    table, _ = make_units(0, 3, np.random.default_rng(0))
+    writer.record(write_shard(root, 0, table, doc_start=0, doc_end=3, stats={"docs": 3}))
+    writer.finalize({"shards": 1})
+    script = [str(Path(sys.executable).parent / "raypipe")]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as usual
+    done = subprocess.run([*script, "inspect", root], capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"rows         {table.num_rows:,} in 1 shards" in done.stdout
+    assert done.stdout.rstrip().splitlines()[-1].strip(), "the last line arrived"
+    missing = subprocess.run([*script, "inspect", str(tmp_path / "nothing")], capture_output=True,
+                             text=True, timeout=120, env=env)
+    assert missing.returncode == 2 and "no activation store" in missing.stderr

@@ -204,8 +204,9 @@ def _expected_word_rows(model_path: str, texts: list[str]) -> int:
     return sum(len({w for w in tok(t).word_ids() if w is not None}) for t in texts)
 
 
-def _submit(address: str, workdir, argv: list[str]) -> None:
-    """`ray job submit --working-dir WORKDIR -- ARGV`; fails the test with the job's logs."""
+def _submit(address: str, workdir, argv: list[str]) -> str:
+    """`ray job submit --working-dir WORKDIR -- ARGV`; fails the test with the job's logs,
+    else returns them."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     submission_id = f"raypipe-test-{uuid.uuid4().hex[:8]}"
@@ -225,6 +226,7 @@ def _submit(address: str, workdir, argv: list[str]) -> None:
         f"--- stdout ---\n{done.stdout[-6000:]}\n--- stderr ---\n{done.stderr[-3000:]}\n"
         f"--- job logs ---\n{client.get_job_logs(submission_id)[-6000:]}")
     assert done.returncode == 0, done.stderr[-3000:]
+    return client.get_job_logs(submission_id)
 
 
 @pytest.mark.ray
@@ -269,7 +271,8 @@ def test_ray_job_submit_runs_a_job_file(ray_cluster, minilm_path, tmp_path):
         "docs_per_shard": 2,
         "progress": False,
     }))
-    _submit(ray_cluster, workdir, ["raypipe", "extract", "--config", "job.yaml"])
+    logs = _submit(ray_cluster, workdir, ["raypipe", "extract", "--config", "job.yaml"])
+    assert "look inside:" in logs, "the summary, printed just before the quick exit, arrived"
 
     manifest = json.loads((out / "manifest.json").read_text())
     expected = _expected_word_rows(minilm_path, CORPUS)
