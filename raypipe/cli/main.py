@@ -332,9 +332,10 @@ def run() -> None:
     """The ``raypipe`` console script: ``main()``, then a quick exit.
 
     When ``main`` returns, every shard and the manifest are written, closed and renamed into
-    place; a normal interpreter exit would then spend ~1.5 s (2 cores) tearing down torch,
-    transformers and Ray's threads. So the output and logs are flushed, a Ray this process
-    joined or started is shut down cleanly, and the process leaves with ``os._exit``. An
+    place; a normal interpreter exit would then spend ~1.8 s (2 cores) tearing down torch,
+    transformers and Ray's threads. So the output and logs are flushed, the driver leaves Ray
+    cleanly (``ray.shutdown``: a local Ray it started is stopped, a joined cluster is only
+    disconnected from), and the process leaves with ``os._exit``. An
     exception escaping ``main`` takes the normal exit (with its traceback). Python callers
     use ``main()``, which returns.
     """
