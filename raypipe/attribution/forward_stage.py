@@ -94,13 +94,12 @@ class ScoreShard:
 
     # -- perturbation methods --------------------------------------------------------------
     def classify_perturbations(self, work: list) -> None:
-        """All rows of all documents, packed: the original first, then the perturbations."""
-        seqs, owners = [], []
-        for d, w in enumerate(work):
+        """All rows of all documents, packed: the original first, then its distinct perturbations."""
+        seqs = []
+        for w in work:
             original = w.doc.windows[0]
             seqs.append((original, np.ones_like(original)))
             seqs.extend(zip(w.ids, w.attention))
-            owners.extend([d] * (len(w.ids) + 1))
         scores, logits = self._class_scores(seqs)
         start = 0
         for w in work:
