@@ -20,9 +20,9 @@ def init_ray(address: str | None, actors: int, num_cpus: float) -> None:
 
     if ray.is_initialized():
         return
-    env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
         # Inside `ray job submit` the job's runtime env already reaches every worker, and Ray
         # refuses to merge a second one that sets the same variables.
         runtime_env = ({"env_vars": env} if env and not os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")

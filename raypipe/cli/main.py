@@ -335,9 +335,9 @@ def run() -> None:
     place; a normal interpreter exit would then spend ~1.8 s (2 cores) tearing down torch,
     transformers and Ray's threads. So the output and logs are flushed, the driver leaves Ray
     cleanly (``ray.shutdown``: a local Ray it started is stopped, a joined cluster is only
-    disconnected from), and the process leaves with ``os._exit``. An
-    exception escaping ``main`` takes the normal exit (with its traceback). Python callers
-    use ``main()``, which returns.
+    disconnected from), and the process leaves with ``os._exit``. An exception escaping
+    ``main`` takes the normal exit (with its traceback). Python callers use ``main()``, which
+    returns.
     """
     code = main()
     if "ray" in sys.modules:
