@@ -12,7 +12,7 @@ import torch
 
 from raypipe.batching import TokenizedDoc, pad_batch, plan_micro_batches
 from raypipe.batching.token_budget import unpad
-from raypipe.granularity import Aggregation, Units, aggregate
+from raypipe.granularity import Aggregation, aggregate, concatenate_units
 
 UNIT_COLUMNS = ("doc_id", "unit", "text", "char_start", "char_end")
 
@@ -59,21 +59,18 @@ def unit_rows(docs: Sequence[TokenizedDoc], per_doc: Sequence[dict[str, torch.Te
     """
     aggregation = Aggregation.parse(aggregation)
     columns: dict[str, list] = {k: [] for k in UNIT_COLUMNS}
-    members: list[np.ndarray] = []
-    offset = 0
+    offsets, offset = [], 0
     for doc, doc_acts in zip(docs, per_doc):
         n_units = len(doc.units)
         columns["doc_id"].extend([doc.doc_id] * n_units)
         columns["unit"].extend(range(n_units))
-        columns["text"].extend(doc.units.text)
-        columns["char_start"].extend(doc.units.char_start.tolist())
-        columns["char_end"].extend(doc.units.char_end.tolist())
-        members.extend(np.asarray(m, dtype=np.int64) + offset for m in doc.units.members)
+        offsets.append(offset)
         offset += len(next(iter(doc_acts.values()))) if doc_acts else 0
-    if not members:
+    units = concatenate_units([doc.units for doc in docs], offsets)
+    columns["text"] = units.text
+    columns["char_start"] = units.char_start.tolist()
+    columns["char_end"] = units.char_end.tolist()
+    if not len(units):
         return columns, {p: torch.empty(0, d) for p, d in hidden_sizes.items()}
-    units = Units(members=members, text=columns["text"],
-                  char_start=np.asarray(columns["char_start"], dtype=np.int64),
-                  char_end=np.asarray(columns["char_end"], dtype=np.int64))
     acts = {p: aggregate(torch.cat([d[p] for d in per_doc]), units, aggregation) for p in hidden_sizes}
     return columns, acts

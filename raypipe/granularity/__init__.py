@@ -8,7 +8,8 @@ Pure numpy/torch over one document at a time: the model actors call ``group_unit
 from raypipe.granularity.aggregation import aggregate
 from raypipe.granularity.kinds import Aggregation, Granularity
 from raypipe.granularity.sentences import split_sentences
-from raypipe.granularity.units import DocTokens, Units, doc_tokens_from_encodings, group_units
+from raypipe.granularity.units import (DocTokens, Units, concatenate_units,
+                                       doc_tokens_from_encodings, group_units)
 
 __all__ = [
     "Aggregation",
@@ -16,6 +17,7 @@ __all__ = [
     "Granularity",
     "Units",
     "aggregate",
+    "concatenate_units",
     "doc_tokens_from_encodings",
     "group_units",
     "split_sentences",

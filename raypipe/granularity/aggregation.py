@@ -38,12 +38,11 @@ def aggregate(activations: torch.Tensor, units: Units, aggregation: Aggregation)
     if u == 0:
         return activations.new_empty((0, d))
 
-    sizes = np.array([m.size for m in units.members], dtype=np.int64)  # (u,)
+    flat, sizes = units.packed()  # (m,), (u,)
     if (sizes == 0).any():
         raise ValueError(
             f"unit {int(np.argmax(sizes == 0))} has no member token; every unit needs at least one"
         )
-    flat = np.concatenate([np.asarray(m, dtype=np.int64).reshape(-1) for m in units.members])
     if flat.min() < 0 or flat.max() >= t:
         raise ValueError(
             f"units reference token positions {int(flat.min())}..{int(flat.max())} but the "

@@ -85,6 +85,66 @@ class Units:
     def __len__(self) -> int:
         return len(self.members)
 
+    def packed(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every unit's members in one int64 array, and each unit's member count: ``(m,)``, ``(u,)``.
+
+        The form that aggregation, shard concatenation and pickling use: a shard of token units
+        has ~15k one-element member arrays, and handling them one by one (pickling them to
+        the model actors, offsetting them per document) cost ~0.1 s per shard, a tenth of the
+        forward of a small model at an early split. Computed once, then kept.
+        """
+        cached = self.__dict__.get("_packed")
+        if cached is None:
+            sizes = np.fromiter((np.size(m) for m in self.members), dtype=np.int64,
+                                count=len(self.members))
+            flat = (np.concatenate([np.asarray(m, dtype=np.int64).reshape(-1) for m in self.members])
+                    if self.members else np.zeros(0, dtype=np.int64))
+            cached = _set_packed(self, flat, sizes)
+        return cached
+
+    @classmethod
+    def from_packed(cls, flat: np.ndarray, sizes: np.ndarray, text: list[str],
+                    char_start: np.ndarray, char_end: np.ndarray) -> "Units":
+        """Units whose members are consecutive runs of ``flat``, ``sizes[i]`` long for unit i."""
+        flat = np.asarray(flat, dtype=np.int64).reshape(-1)
+        sizes = np.asarray(sizes, dtype=np.int64).reshape(-1)
+        if int(sizes.sum()) != flat.size:
+            raise ValueError(f"packed units: sizes add up to {int(sizes.sum())} members but "
+                             f"flat holds {flat.size}")
+        ends = np.cumsum(sizes).tolist()
+        starts = [0, *ends[:-1]]
+        units = cls([flat[a:b] for a, b in zip(starts, ends)], text, char_start, char_end)
+        _set_packed(units, flat, sizes)
+        return units
+
+    def __reduce__(self):
+        # Pickled packed: two arrays instead of one small array per unit (see ``packed``).
+        return (Units.from_packed, (*self.packed(), self.text, self.char_start, self.char_end))
+
+
+def _set_packed(units: Units, flat: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    object.__setattr__(units, "_packed", (flat, sizes))
+    return flat, sizes
+
+
+def concatenate_units(parts: Sequence[Units], token_offsets: Sequence[int]) -> Units:
+    """The units of several documents as one ``Units`` over their concatenated tokens.
+
+    ``token_offsets[i]`` is where document i's tokens start in the concatenation; its members
+    are shifted by it. Lets a whole shard be reduced in one ``aggregate`` call.
+    """
+    if len(parts) != len(token_offsets):
+        raise ValueError(f"{len(parts)} Units but {len(token_offsets)} token offsets")
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return Units.from_packed(empty, empty, [], empty, empty)
+    packed = [u.packed() for u in parts]
+    flat = np.concatenate([f + int(o) for (f, _), o in zip(packed, token_offsets)])
+    sizes = np.concatenate([s for _, s in packed])
+    text = [t for u in parts for t in u.text]
+    return Units.from_packed(flat, sizes, text, np.concatenate([u.char_start for u in parts]),
+                             np.concatenate([u.char_end for u in parts]))
+
 
 def group_units(doc: DocTokens, granularity: Granularity) -> Units:
     """Group ``doc``'s tokens into the units of ``granularity``.
@@ -144,7 +204,9 @@ def _units(doc: DocTokens, members: list[np.ndarray]) -> Units:
     special = np.flatnonzero((sizes == 1) & doc.special[flat[first]])
     for u in special.tolist():  # a special token has no span: its token string is its text
         texts[u] = doc.tokens[int(flat[first[u]])] if doc.tokens is not None else ""
-    return Units(members=members, text=texts, char_start=starts, char_end=ends)
+    units = Units(members=members, text=texts, char_start=starts, char_end=ends)
+    _set_packed(units, flat.astype(np.int64, copy=False), sizes)
+    return units
 
 
 def _word_members(word_ids: np.ndarray) -> list[np.ndarray]:

@@ -1,10 +1,11 @@
+import pickle
 import re
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from raypipe.granularity import DocTokens, Granularity, Units, group_units
+from raypipe.granularity import DocTokens, Granularity, Units, concatenate_units, group_units
 from raypipe.granularity.units import doc_tokens_from_encodings
 
 TEXT = (
@@ -103,6 +104,41 @@ def test_mismatched_arrays_are_rejected():
         DocTokens("ab", [(0, 1), (1, 2)], [0], [0, 1])
     with pytest.raises(ValueError, match="members 1, text 2"):
         Units([np.array([0])], ["a", "b"], np.array([0]), np.array([1]))
+
+
+@pytest.mark.parametrize("granularity", ["all_tokens", "token", "cls_token", "sample", "word",
+                                         "sentence"])
+def test_pickled_units_are_the_same_units(granularity):
+    units = group_units(toy_doc(), granularity)
+    back = pickle.loads(pickle.dumps(units))
+    assert as_lists(back) == as_lists(units) and back.text == units.text
+    assert back.char_start.tolist() == units.char_start.tolist()
+    assert back.char_end.tolist() == units.char_end.tolist()
+    assert all(m.dtype == np.int64 for m in back.members)
+    # the packed form is the members, in order: what aggregate and pickling read
+    flat, sizes = back.packed()
+    assert sizes.tolist() == [len(m) for m in as_lists(units)]
+    assert flat.tolist() == [i for m in as_lists(units) for i in m]
+
+
+def test_packed_of_hand_built_units_and_its_errors():
+    units = Units([np.array([3, 1]), np.array([2], dtype=np.int32)], ["a", "b"], [0, 2], [1, 3])
+    flat, sizes = units.packed()
+    assert flat.tolist() == [3, 1, 2] and flat.dtype == np.int64 and sizes.tolist() == [2, 1]
+    with pytest.raises(ValueError, match="sizes add up to 2 members but flat holds 3"):
+        Units.from_packed(np.arange(3), np.array([1, 1]), ["a", "b"], [0, 0], [1, 1])
+
+
+def test_concatenate_units_offsets_each_document():
+    word = group_units(toy_doc(), Granularity.WORD)      # 6 units over tokens 1..7
+    sent = group_units(toy_doc(), Granularity.SENTENCE)  # 2 units
+    both = concatenate_units([word, sent], [0, 9])
+    assert as_lists(both) == as_lists(word) + [[i + 9 for i in m] for m in as_lists(sent)]
+    assert both.text == word.text + sent.text
+    assert both.char_end.tolist() == word.char_end.tolist() + sent.char_end.tolist()
+    assert len(concatenate_units([], [])) == 0
+    with pytest.raises(ValueError, match="2 Units but 1 token offsets"):
+        concatenate_units([word, sent], [0])
 
 
 # --- against the MiniLM tokenizer -------------------------------------------------------------
