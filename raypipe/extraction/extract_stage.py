@@ -4,13 +4,22 @@ Each actor holds one SplitModel (sharded over the actor's GPUs by accelerate whe
 several). The shard is written by the actor itself, atomically and under a name derived from the
 shard id, so a retried shard after an actor crash overwrites rather than duplicates; the driver
 lists it in the manifest only when the returned record arrives.
+
+An actor takes two shards at a time (``CALLS_PER_ACTOR``): forwards run one at a time on one
+dedicated thread, a shard's reduce + Parquet write + checksum (single-threaded, ~20% of a
+shard's time at an early split on a CPU; idle device time on a GPU) overlaps the next shard's
+forward, and the next shard is already in the actor when a forward ends, so Ray Data's
+dispatch (0.05-0.2 s a shard on 2 cores) leaves no gap. Measured on all of rt-polarity at split
+1 (MiniLM, 2 cores, 3 alternating rounds): the shard phase went from 30.4 to 28.1 s (median).
 """
 from __future__ import annotations
 
 import json
 import os
 import pickle
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 import numpy as np
@@ -23,6 +32,36 @@ from raypipe.granularity import Aggregation
 from raypipe.runtime import maybe_die
 from raypipe.store import build_shard_table, write_shard
 
+CALLS_PER_ACTOR = 2  # shards in progress per actor: one forwarding, one reducing/writing
+
+
+class BusyClock:
+    """Wall time during which at least one call of this actor is in progress.
+
+    With overlapping calls the per-shard durations add up to more than the time the actor was
+    working; the job's "model stage" throughput needs the union. Each finished call takes the
+    busy time accrued since the previous one finished, so the sum over shards is the union.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active = 0
+        self._since = 0.0  # start of the busy time not yet returned by ``leave``
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._active == 0:
+                self._since = time.perf_counter()
+            self._active += 1
+
+    def leave(self) -> float:
+        """End one call; returns the busy seconds since the previous ``leave`` (or since the
+        actor became busy)."""
+        with self._lock:
+            now = time.perf_counter()
+            self._active -= 1
+            busy, self._since = now - self._since, now
+            return busy
 
 
 class ExtractShard:
@@ -48,6 +87,10 @@ class ExtractShard:
                                 output_index=self.config.output_index)
         self.aggregation = Aggregation.parse(self.config.aggregation)
         self.batch_tokens = resolve_batch_tokens(self.config.batch_tokens, self.model.input_device)
+        # One thread runs every forward: one OpenMP team (CPU) and one stream of device work,
+        # however many shards are in progress.
+        self._forward_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raypipe-forward")
+        self._busy = BusyClock()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         records = [self.process(pickle.loads(p)) for p in batch["payload"]]
@@ -55,16 +98,26 @@ class ExtractShard:
 
     def process(self, shard: dict) -> str:
         maybe_die(shard["shard_id"])
+        self._busy.enter()
+        try:
+            record = self._process(shard)
+        finally:
+            busy = self._busy.leave()
+        # "seconds": this actor's busy time since its previous shard finished (see BusyClock)
+        record.stats["seconds"] = busy
+        return json.dumps(asdict(record))
+
+    def _process(self, shard: dict):
         t0 = time.perf_counter()
         docs = shard["docs"]
-        per_doc = document_activations(self.model, docs, batch_tokens=self.batch_tokens,
-                                       padding_side=self.config.padding_side)
+        per_doc = self._forward_thread.submit(
+            document_activations, self.model, docs, batch_tokens=self.batch_tokens,
+            padding_side=self.config.padding_side).result()
         t_forward = time.perf_counter() - t0
         columns, acts = unit_rows(docs, per_doc, self.aggregation, self.model.hidden_sizes)
         table = build_shard_table(*(columns[k] for k in UNIT_COLUMNS), acts, self.config.store_dtype)
         stats = dict(shard["stats"], units=table.num_rows, forward_seconds=t_forward,
                      hidden_sizes=self.model.hidden_sizes,
-                     seconds=time.perf_counter() - t0, problems=shard["problems"])
-        record = write_shard(self.store_root, shard["shard_id"], table, doc_start=shard["doc_start"],
-                             doc_end=shard["doc_end"], stats=stats)
-        return json.dumps(asdict(record))
+                     shard_seconds=time.perf_counter() - t0, problems=shard["problems"])
+        return write_shard(self.store_root, shard["shard_id"], table, doc_start=shard["doc_start"],
+                           doc_end=shard["doc_end"], stats=stats)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from raypipe import __version__
 from raypipe.config import ExtractConfig
-from raypipe.extraction.extract_stage import ExtractShard
+from raypipe.extraction.extract_stage import CALLS_PER_ACTOR, ExtractShard
 from raypipe.extraction.plan import ExtractPlan, plan_extraction
 from raypipe.extraction.tokenize_stage import tokenize_shard
 from raypipe.runtime import (cpu_task_concurrency, fault_hook_args, init_ray,
@@ -53,7 +53,8 @@ class ExtractResult:
 
     @property
     def model_tokens_per_second(self) -> float:
-        """Steady state: tokens over the time actors spent on shards (forward + reduce + write)."""
+        """Steady state: tokens over the time actors were busy with shards (forward, reduce,
+        write; overlapping shards of one actor counted once)."""
         return self.tokens / self.model_seconds if self.model_seconds else 0.0
 
     def add(self, stats: dict) -> None:
@@ -114,7 +115,9 @@ def _run_pending(config: ExtractConfig, plan: ExtractPlan, writer: StoreWriter, 
         trust_remote_code=config.trust_remote_code, max_length=plan.max_length,
         overflow=config.overflow, granularity=config.granularity))
     actor_args = fault_hook_args()
-    ds = ds.map_batches(ExtractShard, batch_size=1, compute=ActorPoolStrategy(size=config.actors),
+    ds = ds.map_batches(ExtractShard, batch_size=1, compute=ActorPoolStrategy(
+                            size=config.actors, max_concurrent_calls_per_actor=CALLS_PER_ACTOR,
+                            enable_true_multi_threading=True),
                         num_cpus=config.num_cpus, num_gpus=config.num_gpus or None, **actor_args,
                         fn_constructor_kwargs={"config": config.to_dict() | {"corpus": "-"},
                                                "store_root": config.out})

@@ -114,3 +114,50 @@ def test_windows_cover_every_token_and_truncation_is_counted(minilm_path, tmp_pa
     _, table_t, _ = run_stage(minilm_path, tmp_path / "t", texts=[long_text], granularity="word",
                               max_length=16, overflow="truncate")
     assert 0 < table_t.num_rows < 60
+
+
+def test_busy_clock_counts_overlapping_calls_once(monkeypatch):
+    from raypipe.extraction import extract_stage
+
+    now = iter([0.0, 3.0, 5.0, 10.0, 11.0])  # the clock is read when busy starts and at leave
+    monkeypatch.setattr(extract_stage.time, "perf_counter", lambda: next(now))
+    clock = extract_stage.BusyClock()
+    clock.enter()             # t=0: busy from here
+    clock.enter()             # a second call while busy: nothing to read
+    first = clock.leave()     # t=3
+    second = clock.leave()    # t=5: idle from here
+    clock.enter()             # t=10
+    third = clock.leave()     # t=11
+    assert (first, second, third) == (3.0, 2.0, 1.0)  # sum 6 = |[0, 5] u [10, 11]|
+
+
+def test_concurrent_calls_write_the_same_shards_as_one_at_a_time(minilm_path, tmp_path):
+    """Two shards in progress on one actor (as Ray Data runs it) change no byte of either."""
+    import json
+    import threading
+
+    texts = TEXTS * 6
+    config = ExtractConfig(model=minilm_path, corpus=list(texts), out=str(tmp_path / "a"),
+                           progress=False, granularity="word")
+    plan = plan_extraction(config)
+    shards = [tokenize_shard({"shard_id": np.array([i]), "doc_start": np.array([i * 10]),
+                              "doc_end": np.array([i * 10 + 10])}, corpus=plan.corpus,
+                             tokenizer_name=minilm_path, trust_remote_code=False,
+                             max_length=plan.max_length, overflow="truncate", granularity="word")
+              for i in range(3)]
+    checksums = {}
+    for out, concurrent in (("a", False), ("b", True)):
+        stage = ExtractShard(config.to_dict() | {"corpus": "-", "out": str(tmp_path / out)},
+                             str(tmp_path / out))
+        records = []
+        if concurrent:
+            threads = [threading.Thread(target=lambda s=s: records.append(stage(s))) for s in shards]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        else:
+            records = [stage(s) for s in shards]
+        checksums[out] = sorted(json.loads(r["record"][0])["checksum"] for r in records)
+        assert all(json.loads(r["record"][0])["stats"]["seconds"] > 0 for r in records)
+    assert checksums["a"] == checksums["b"] and len(checksums["a"]) == 3
