@@ -60,12 +60,12 @@ class MineConfig:
 
 def mine_concepts(config: MineConfig) -> dict:
     """Run every stage that is not finished yet; returns what the report needs to be found."""
+    # The later stages' modules import torch: they load when their stage starts, so that the
+    # extraction's Ray starts while its plan thread imports torch (see raypipe.granularity).
     from raypipe.concepts.fit_config import FitConfig
-    from raypipe.concepts.trainer import fit_concepts
     from raypipe.config import ExtractConfig
     from raypipe.extraction import extract_activations
-    from raypipe.interpretation.interpret_job import InterpretConfig, interpret_concepts
-    from raypipe.report.concept_page import render_concept_page
+    from raypipe.interpretation.interpret_config import InterpretConfig
 
     p = config.paths
     Path(config.out).mkdir(parents=True, exist_ok=True)
@@ -92,6 +92,8 @@ def mine_concepts(config: MineConfig) -> dict:
     if _done(p["concepts"] / "fit_summary.json", fit.to_dict(), "config"):
         fitted = json.loads((p["concepts"] / "fit_summary.json").read_text())
     else:
+        from raypipe.concepts.trainer import fit_concepts
+
         fitted = fit_concepts(fit)
     interpret = InterpretConfig(store=str(p["activations"]), concepts=str(p["concepts"]),
                                 out=str(p["interpretation"]), top_k=config.top_activations,
@@ -99,8 +101,12 @@ def mine_concepts(config: MineConfig) -> dict:
     log.info("stage 3/4: top-activating units -> %s", p["interpretation"])
     summary_path = p["interpretation"] / "interpretation.json"
     if not _done(summary_path, dataclasses.asdict(interpret), "config"):
+        from raypipe.interpretation.interpret_job import interpret_concepts
+
         interpret_concepts(interpret)
     log.info("stage 4/4: report -> %s", p["report"])
+    from raypipe.report.concept_page import render_concept_page
+
     render_concept_page(str(p["interpretation"]), str(p["report"]))
     return {"report": str(p["report"]), "extraction": extracted, "fit": fitted,
             "interpretation": str(p["interpretation"])}

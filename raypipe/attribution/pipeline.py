@@ -13,9 +13,6 @@ from dataclasses import dataclass, field
 
 from raypipe import __version__
 from raypipe.attribution.config import AttributeConfig
-from raypipe.attribution.estimate_stage import estimate_shard
-from raypipe.attribution.forward_stage import ScoreShard, task_kind
-from raypipe.attribution.perturb_stage import prepare_shard
 from raypipe.config import ConfigError
 from raypipe.corpus import open_corpus
 from raypipe.extraction.plan import model_max_length
@@ -62,8 +59,6 @@ class AttributeResult:
 
 def attribute(config: AttributeConfig) -> AttributeResult:
     """Run (or resume) an attribution job over a corpus."""
-    from raypipe.models.meta_model import load_meta_model
-
     t0 = time.perf_counter()
     corpus = open_corpus(config.corpus, text_column=config.text_column, id_column=config.id_column)
     targets = None
@@ -72,6 +67,9 @@ def attribute(config: AttributeConfig) -> AttributeResult:
     n_docs = len(corpus) if config.max_docs is None else min(len(corpus), config.max_docs)
 
     def plan() -> tuple[str, int, dict]:
+        from raypipe.attribution.forward_stage import task_kind
+        from raypipe.models.meta_model import load_meta_model
+
         meta, tokenizer = load_meta_model(config.model, auto_class=config.auto_class,
                                           trust_remote_code=config.trust_remote_code)
         kind = task_kind(config.task, meta)
@@ -111,6 +109,12 @@ def attribute(config: AttributeConfig) -> AttributeResult:
 def _run(config, corpus, targets, max_length, id2label, writer, pending, result) -> None:
     import ray
     from ray.data import ActorPoolStrategy
+
+    # The stages import torch: here, not at module level, so that the driver's Ray starts
+    # while the plan thread imports it (see raypipe.granularity).
+    from raypipe.attribution.estimate_stage import estimate_shard
+    from raypipe.attribution.forward_stage import ScoreShard
+    from raypipe.attribution.perturb_stage import prepare_shard
 
     init_ray(config.address, config.actors, config.num_cpus)
     quiet_ray_data(log)

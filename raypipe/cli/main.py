@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  raypipe interpret --store runs/acts --concepts runs/sae --top-k 20 "
                "--out runs/interp\n  raypipe report runs/interp --out concepts.html",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    from raypipe.interpretation.interpret_job import InterpretConfig
+    from raypipe.interpretation.interpret_config import InterpretConfig
 
     add_config_arguments(interpret, InterpretConfig)
 

@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 
 from raypipe import __version__
 from raypipe.config import ExtractConfig
-from raypipe.extraction.extract_stage import CALLS_PER_ACTOR, ExtractShard
 from raypipe.extraction.plan import ExtractPlan, plan_extraction
-from raypipe.extraction.tokenize_stage import tokenize_shard
 from raypipe.runtime import (cpu_task_concurrency, fault_hook_args, init_ray,
                              plan_while_ray_starts, progress_bar, quiet_ray_data)
 from raypipe.store import ShardRecord, StoreWriter
@@ -104,6 +102,9 @@ def _run_pending(config: ExtractConfig, plan: ExtractPlan, writer: StoreWriter, 
                  result: ExtractResult) -> None:
     import ray
     from ray.data import ActorPoolStrategy
+
+    from raypipe.extraction.extract_stage import CALLS_PER_ACTOR, ExtractShard
+    from raypipe.extraction.tokenize_stage import tokenize_shard
 
     init_ray(config.address, config.actors, config.num_cpus)
     quiet_ray_data(log)

@@ -10,38 +10,17 @@ import copy
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raypipe.config import ConfigError, _opt, require_at_least_one, require_fields
+from raypipe.config import ConfigError
+from raypipe.interpretation.interpret_config import InterpretConfig
 from raypipe.interpretation.top_activations import TopK, block_topk, merge_topk
 
 log = logging.getLogger("raypipe.interpret")
-
-
-@dataclass
-class InterpretConfig:
-    """Find each concept's top-activating units across an ActivationStore."""
-
-    store: str = _opt("", "ActivationStore directory", required=True)
-    concepts: str = _opt("", "concept model directory (the --out of `raypipe fit`)", required=True)
-    out: str = _opt("", "output directory for top_activations.parquet and concepts.parquet",
-                    required=True)
-    top_k: int = _opt(20, "top-activating units kept per concept")
-    context: int = _opt(8, "units of context on each side of a top unit")
-    batch_size: int = _opt(8192, "rows encoded at once")
-    address: str | None = _opt(None, "Ray address to join (default: RAY_ADDRESS, else local)")
-    progress: bool = _opt(True, "show a progress bar")
-
-    def __post_init__(self) -> None:
-        require_fields(self, "store", "concepts", "out")
-        require_at_least_one(self, "top_k", "batch_size")
-        if self.context < 0:
-            raise ConfigError(f"context must be >= 0, got {self.context}")
 
 
 def shard_topk(store_path: str, shard_index: int, first_row: int, concepts: str, split: str,

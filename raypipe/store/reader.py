@@ -15,7 +15,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-import torch
 
 from raypipe.store.layout import (MANIFEST_NAME, METADATA_COLUMNS, SHARDS_DIR,
                                   activation_columns, decode_activations,
@@ -26,6 +25,7 @@ from raypipe.store.shard_writer import ShardRecord
 if TYPE_CHECKING:
     import datasets
     import ray.data
+    import torch
 
 _HASH_CHUNK = 8 * 2**20
 
@@ -141,9 +141,12 @@ class ActivationStore:
                              f"{len(out)}; run verify() to list damaged shards")
         return out
 
-    def to_torch(self, split: str | int | None = None, dtype=torch.float32) -> torch.Tensor:
-        """``to_numpy`` as a CPU tensor of ``dtype`` ``(rows, d)``."""
-        return torch.from_numpy(self.to_numpy(split)).to(dtype)
+    def to_torch(self, split: str | int | None = None,
+                 dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``to_numpy`` as a CPU tensor of ``dtype`` (default float32) ``(rows, d)``."""
+        import torch
+
+        return torch.from_numpy(self.to_numpy(split)).to(dtype or torch.float32)
 
     def iter_batches(self, split: str | int | None = None, batch_size: int = 1024, *,
                      shuffle_buffer: int | None = None, seed: int = 0,
