@@ -103,6 +103,8 @@ def _run_pending(config: ExtractConfig, plan: ExtractPlan, writer: StoreWriter, 
     import ray
     from ray.data import ActorPoolStrategy
 
+    # The stages import torch: here, not at module level, so that the driver's Ray starts
+    # while the plan thread imports it (see raypipe.granularity).
     from raypipe.extraction.extract_stage import CALLS_PER_ACTOR, ExtractShard
     from raypipe.extraction.tokenize_stage import tokenize_shard
 
