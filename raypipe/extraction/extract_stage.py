@@ -107,13 +107,18 @@ class ExtractShard:
         record.stats["seconds"] = busy
         return json.dumps(asdict(record))
 
+    def _forward(self, docs: list) -> tuple[list, float]:
+        """On the forward thread: the shard's activations and the seconds the forward took
+        (not counting the wait for the other shard's forward)."""
+        t0 = time.perf_counter()
+        per_doc = document_activations(self.model, docs, batch_tokens=self.batch_tokens,
+                                       padding_side=self.config.padding_side)
+        return per_doc, time.perf_counter() - t0
+
     def _process(self, shard: dict):
         t0 = time.perf_counter()
         docs = shard["docs"]
-        per_doc = self._forward_thread.submit(
-            document_activations, self.model, docs, batch_tokens=self.batch_tokens,
-            padding_side=self.config.padding_side).result()
-        t_forward = time.perf_counter() - t0
+        per_doc, t_forward = self._forward_thread.submit(self._forward, docs).result()
         columns, acts = unit_rows(docs, per_doc, self.aggregation, self.model.hidden_sizes)
         table = build_shard_table(*(columns[k] for k in UNIT_COLUMNS), acts, self.config.store_dtype)
         stats = dict(shard["stats"], units=table.num_rows, forward_seconds=t_forward,

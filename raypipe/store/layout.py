@@ -200,6 +200,8 @@ def decode_activations_into(col: pa.Array | pa.ChunkedArray, dtype: str, dim: in
     if out.shape != (len(col), dim):
         raise ValueError(f"out has shape {out.shape}, expected {(len(col), dim)}")
     use_torch = out.dtype in (np.float16, np.float32, np.float64)
+    if use_torch:
+        import torch
     row = 0
     for chunk in (col.chunks if isinstance(col, pa.ChunkedArray) else [col]):
         n = len(chunk)
@@ -208,8 +210,6 @@ def decode_activations_into(col: pa.Array | pa.ChunkedArray, dtype: str, dim: in
         raw = np.frombuffer(chunk.buffers()[1], dtype=read_dtype, count=n * dim,
                             offset=chunk.offset * width).reshape(n, dim)
         if use_torch:
-            import torch
-
             src = _readonly_tensor(raw)
             torch.from_numpy(out[row:row + n]).copy_(src.view(torch.bfloat16)
                                                      if dtype == "bfloat16" else src)

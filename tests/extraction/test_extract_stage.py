@@ -135,6 +135,7 @@ def test_concurrent_calls_write_the_same_shards_as_one_at_a_time(minilm_path, tm
     """Two shards in progress on one actor (as Ray Data runs it) change no byte of either."""
     import json
     import threading
+    import time
 
     texts = TEXTS * 6
     config = ExtractConfig(model=minilm_path, corpus=list(texts), out=str(tmp_path / "a"),
@@ -152,10 +153,15 @@ def test_concurrent_calls_write_the_same_shards_as_one_at_a_time(minilm_path, tm
         records = []
         if concurrent:
             threads = [threading.Thread(target=lambda s=s: records.append(stage(s))) for s in shards]
+            start = time.perf_counter()
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
+            wall = time.perf_counter() - start
+            # forwards run one at a time and each counts only its own forward, not the wait
+            forwards = sum(json.loads(r["record"][0])["stats"]["forward_seconds"] for r in records)
+            assert forwards <= wall
         else:
             records = [stage(s) for s in shards]
         checksums[out] = sorted(json.loads(r["record"][0])["checksum"] for r in records)
