@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from raypipe.batching.backend import encode_windows, word_tokenizer
 from raypipe.corpus import Document
 from raypipe.granularity import Granularity, Units, doc_tokens_from_encodings, group_units
 
@@ -53,6 +54,9 @@ def tokenize_documents(documents: Sequence[Document], tokenizer, *, max_length: 
                        overflow: str, granularity: Granularity) -> tuple[list[TokenizedDoc], TokenizeStats]:
     """Tokenize ``documents``; empty (whitespace-only) documents are skipped and counted.
 
+    ``tokenizer``: a transformers fast tokenizer, or a ``BackendTokenizer`` (its Rust backend
+    alone, as the CPU tasks use it); both give the same windows and units.
+
     ``overflow="truncate"`` keeps the first ``max_length`` tokens and counts the document as
     truncated; ``"window"`` cuts it into consecutive windows of at most ``max_length`` tokens
     (each with the model's special tokens) so that every token is covered.
@@ -72,12 +76,8 @@ def tokenize_documents(documents: Sequence[Document], tokenizer, *, max_length: 
             kept.append(doc)
     if not kept:
         return [], stats
-    enc = tokenizer([d.text for d in kept], truncation=True, max_length=max_length,
-                    return_overflowing_tokens=True, stride=0, return_offsets_mapping=True,
-                    return_special_tokens_mask=True, add_special_tokens=True)
-    per_doc: list[list] = [[] for _ in kept]
-    for window_index, sample in enumerate(enc["overflow_to_sample_mapping"]):
-        per_doc[sample].append(enc.encodings[window_index])
+    per_doc = encode_windows(tokenizer, [d.text for d in kept], max_length)
+    words = word_tokenizer(tokenizer)
     out = []
     for doc, encodings in zip(kept, per_doc):
         truncated = len(encodings) > 1 and overflow == "truncate"
@@ -86,7 +86,7 @@ def tokenize_documents(documents: Sequence[Document], tokenizer, *, max_length: 
             stats.truncated += 1
         elif len(encodings) > 1:
             stats.windowed += 1
-        tokens = doc_tokens_from_encodings(doc.text, encodings, tokenizer)
+        tokens = doc_tokens_from_encodings(doc.text, encodings, words)
         units = group_units(tokens, granularity)
         windows = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
         item = TokenizedDoc(doc.doc_id, doc.position, doc.text, windows, units, truncated)

@@ -114,8 +114,7 @@ def _run_pending(config: ExtractConfig, plan: ExtractPlan, writer: StoreWriter, 
     ds = ds.map_batches(tokenize_shard, batch_size=1, num_cpus=0.5,
                         concurrency=cpu_task_concurrency(config.actors, config.num_cpus),
                         fn_kwargs=dict(
-        corpus=plan.corpus, tokenizer_name=plan.tokenizer_name,
-        trust_remote_code=config.trust_remote_code, max_length=plan.max_length,
+        corpus=plan.corpus, tokenizer=plan.tokenizer_spec, max_length=plan.max_length,
         overflow=config.overflow, granularity=config.granularity))
     actor_args = fault_hook_args()
     ds = ds.map_batches(ExtractShard, batch_size=1, compute=ActorPoolStrategy(

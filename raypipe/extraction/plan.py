@@ -21,10 +21,12 @@ class ExtractPlan:
     max_length: int
     tokenizer_name: str
     model_type: str
+    tokenizer_spec: dict  # backend_spec(tokenizer): what the tokenize tasks load
     shards: list[tuple[int, int, int]]  # (shard_id, doc_start, doc_end)
 
 
 def plan_extraction(config: ExtractConfig) -> ExtractPlan:
+    from raypipe.batching.backend import backend_spec
     from raypipe.models import resolve_split_points
     from raypipe.models.meta_model import load_meta_model
 
@@ -38,7 +40,7 @@ def plan_extraction(config: ExtractConfig) -> ExtractPlan:
     step = config.docs_per_shard
     shards = [(i, start, min(start + step, n_docs)) for i, start in enumerate(range(0, n_docs, step))]
     return ExtractPlan(corpus, n_docs, split_points, max_length, config.model,
-                       getattr(meta.config, "model_type", "?"), shards)
+                       getattr(meta.config, "model_type", "?"), backend_spec(tokenizer), shards)
 
 
 def model_max_length(model_config, tokenizer) -> int:

@@ -2,6 +2,10 @@
 
 The output row carries the shard as one pickled payload: the model stage needs whole shards,
 because a shard is the unit that is written, committed and resumed.
+
+The tasks tokenize with the Rust tokenizer alone (``BackendTokenizer``, shipped by the driver
+as JSON): a worker that imported transformers' tokenizer would also import torch, ~2 s of CPU
+taken from the model actor while it starts. Nothing here imports torch (tested).
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import pickle
 import numpy as np
 
 from raypipe.batching import tokenize_documents
+from raypipe.batching.backend import BackendTokenizer
 from raypipe.corpus import CorpusSource
 from raypipe.granularity import Granularity
 
@@ -23,11 +28,11 @@ def cached_tokenizer(name: str, trust_remote_code: bool):
     return load_tokenizer(name, trust_remote_code=trust_remote_code)
 
 
-def tokenize_shard(batch: dict[str, np.ndarray], *, corpus: CorpusSource, tokenizer_name: str,
-                   trust_remote_code: bool, max_length: int, overflow: str,
-                   granularity: str) -> dict[str, np.ndarray]:
-    """``{shard_id, doc_start, doc_end}`` rows → ``{shard_id, payload}`` rows."""
-    tokenizer = cached_tokenizer(tokenizer_name, trust_remote_code)
+def tokenize_shard(batch: dict[str, np.ndarray], *, corpus: CorpusSource, tokenizer: dict,
+                   max_length: int, overflow: str, granularity: str) -> dict[str, np.ndarray]:
+    """``{shard_id, doc_start, doc_end}`` rows → ``{shard_id, payload}`` rows; ``tokenizer`` is
+    ``backend_spec(hf_tokenizer)``."""
+    tokenizer = BackendTokenizer.from_spec(tokenizer)
     gran = Granularity.parse(granularity)
     payloads = []
     for shard_id, start, stop in zip(batch["shard_id"], batch["doc_start"], batch["doc_end"]):

@@ -29,8 +29,8 @@ def run_stage(model_path: str, out, texts=TEXTS, **overrides):
                            **overrides)
     plan = plan_extraction(config)
     batch = {"shard_id": np.array([0]), "doc_start": np.array([0]), "doc_end": np.array([len(texts)])}
-    tokenized = tokenize_shard(batch, corpus=plan.corpus, tokenizer_name=model_path,
-                               trust_remote_code=False, max_length=plan.max_length,
+    tokenized = tokenize_shard(batch, corpus=plan.corpus, tokenizer=plan.tokenizer_spec,
+                               max_length=plan.max_length,
                                overflow=config.overflow, granularity=config.granularity)
     stage = ExtractShard(config.to_dict() | {"corpus": "-"}, str(out))
     stage(tokenized)
@@ -143,8 +143,7 @@ def test_concurrent_calls_write_the_same_shards_as_one_at_a_time(minilm_path, tm
     plan = plan_extraction(config)
     shards = [tokenize_shard({"shard_id": np.array([i]), "doc_start": np.array([i * 10]),
                               "doc_end": np.array([i * 10 + 10])}, corpus=plan.corpus,
-                             tokenizer_name=minilm_path, trust_remote_code=False,
-                             max_length=plan.max_length, overflow="truncate", granularity="word")
+                             tokenizer=plan.tokenizer_spec, max_length=plan.max_length, overflow="truncate", granularity="word")
               for i in range(3)]
     checksums = {}
     for out, concurrent in (("a", False), ("b", True)):
