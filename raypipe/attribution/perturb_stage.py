@@ -13,8 +13,8 @@ import numpy as np
 from raypipe.attribution.masks import MaskPlan, distinct_masks, doc_seed, make_masks
 from raypipe.attribution.perturb import perturbed_inputs
 from raypipe.batching import TokenizedDoc, tokenize_documents
+from raypipe.batching.backend import BackendTokenizer, encode_ids
 from raypipe.corpus import CorpusSource
-from raypipe.extraction.tokenize_stage import cached_tokenizer
 from raypipe.granularity import Granularity
 
 
@@ -41,10 +41,12 @@ def effective_baseline(baseline: str, tokenizer) -> str | int:
 
 
 def prepare_shard(batch: dict[str, np.ndarray], *, corpus: CorpusSource,
-                  targets: CorpusSource | None, tokenizer_name: str, trust_remote_code: bool,
-                  max_length: int, granularity: str, method: str, n_samples: int, seed: int,
+                  targets: CorpusSource | None, tokenizer: dict, max_length: int,
+                  granularity: str, method: str, n_samples: int, seed: int,
                   baseline: str, gradient: bool) -> dict[str, np.ndarray]:
-    tokenizer = cached_tokenizer(tokenizer_name, trust_remote_code)
+    """``tokenizer``: ``backend_spec(hf_tokenizer)``; the task runs on the Rust tokenizer alone
+    (no transformers or torch import in this worker, see ``raypipe.batching.backend``)."""
+    tokenizer = BackendTokenizer.from_spec(tokenizer)
     base = effective_baseline(baseline, tokenizer)
     payloads = []
     for shard_id, start, stop in zip(batch["shard_id"], batch["doc_start"], batch["doc_end"]):
@@ -59,8 +61,7 @@ def prepare_shard(batch: dict[str, np.ndarray], *, corpus: CorpusSource,
             item = DocWork(doc)
             if doc.position in continuations:
                 item.target_text = continuations[doc.position]
-                item.target_ids = np.asarray(tokenizer(item.target_text, add_special_tokens=False)
-                                             ["input_ids"], dtype=np.int64)
+                item.target_ids = np.asarray(encode_ids(tokenizer, item.target_text), dtype=np.int64)
             if not gradient:
                 item.plan = make_masks(method, len(doc.units), n_samples=n_samples,
                                        seed=doc_seed(seed, doc.doc_id))

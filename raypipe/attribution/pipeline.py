@@ -66,8 +66,11 @@ def attribute(config: AttributeConfig) -> AttributeResult:
         targets = open_corpus(config.corpus, text_column=config.target_column)
     n_docs = len(corpus) if config.max_docs is None else min(len(corpus), config.max_docs)
 
-    def plan() -> tuple[str, int, dict]:
+    def plan() -> tuple[str, int, dict, dict]:
         from raypipe.attribution.forward_stage import task_kind
+        from raypipe.attribution.perturb import resolve_baseline
+        from raypipe.attribution.perturb_stage import effective_baseline
+        from raypipe.batching.backend import backend_spec
         from raypipe.models.meta_model import load_meta_model
 
         meta, tokenizer = load_meta_model(config.model, auto_class=config.auto_class,
@@ -78,11 +81,16 @@ def attribute(config: AttributeConfig) -> AttributeResult:
                               f"LM (generation), but {type(meta).__name__} is a classifier")
         max_length = config.max_length or model_max_length(meta.config, tokenizer)
         id2label = {str(k): v for k, v in (getattr(meta.config, "id2label", None) or {}).items()}
-        return kind, max_length, id2label
+        if not config.is_gradient:
+            try:  # here, with the real tokenizer, rather than in every CPU task later
+                resolve_baseline(effective_baseline(config.baseline, tokenizer), tokenizer)
+            except ValueError as error:
+                raise ConfigError(f"--baseline {config.baseline}: {error}") from None
+        return kind, max_length, id2label, backend_spec(tokenizer)
 
     # Ray starts while the model is checked on the meta device (both take seconds).
-    kind, max_length, id2label = plan_while_ray_starts(plan, config.address, config.actors,
-                                                       config.num_cpus)
+    kind, max_length, id2label, tokenizer_spec = plan_while_ray_starts(
+        plan, config.address, config.actors, config.num_cpus)
     fingerprint = corpus.describe()
     header = {"raypipe_version": __version__, "model": config.model, "task": kind,
               "method": config.method, "granularity": config.granularity, "mode": config.mode,
@@ -100,13 +108,14 @@ def attribute(config: AttributeConfig) -> AttributeResult:
         else:
             pending.append({"shard_id": shard_id, "doc_start": start, "doc_end": min(start + step, n_docs)})
     if pending:
-        _run(config, corpus, targets, max_length, id2label, writer, pending, result)
+        _run(config, corpus, targets, max_length, id2label, tokenizer_spec, writer, pending, result)
     result.wall_seconds = time.perf_counter() - t0
     writer.finalize(result.as_dict())
     return result
 
 
-def _run(config, corpus, targets, max_length, id2label, writer, pending, result) -> None:
+def _run(config, corpus, targets, max_length, id2label, tokenizer_spec, writer, pending,
+         result) -> None:
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -122,8 +131,7 @@ def _run(config, corpus, targets, max_length, id2label, writer, pending, result)
     cpu_tasks = cpu_task_concurrency(config.actors, config.num_cpus)
     ds = ds.map_batches(prepare_shard, batch_size=1, num_cpus=0.5, concurrency=cpu_tasks,
                         fn_kwargs=dict(
-        corpus=corpus, targets=targets, tokenizer_name=config.model,
-        trust_remote_code=config.trust_remote_code, max_length=max_length,
+        corpus=corpus, targets=targets, tokenizer=tokenizer_spec, max_length=max_length,
         granularity=config.granularity, method=config.method, n_samples=config.n_samples,
         seed=config.seed, baseline=config.baseline, gradient=config.is_gradient))
     ds = ds.map_batches(ScoreShard, batch_size=1, compute=ActorPoolStrategy(size=config.actors),

@@ -20,19 +20,36 @@ from collections.abc import Sequence
 from typing import Any
 
 
+SPECIAL_TOKENS = ("mask", "pad", "unk", "eos", "bos")
+
+
 class BackendTokenizer:
-    """A ``tokenizers.Tokenizer`` with what ``tokenize_documents`` needs from a tokenizer."""
+    """A ``tokenizers.Tokenizer`` with what the CPU stages need from a tokenizer: windows with
+    offsets (``tokenize_documents``), plain ids (a continuation to explain), and the special
+    token ids (``mask_token_id``, ``pad_token_id``, ... as on a transformers tokenizer, for the
+    attribution baselines)."""
 
     is_fast = True
 
-    def __init__(self, tokenizer: Any, truncation_side: str = "right") -> None:
+    def __init__(self, tokenizer: Any, truncation_side: str = "right", special_ids: dict | None = None,
+                 name_or_path: str = "") -> None:
         self.tokenizer = tokenizer
         self.truncation_side = truncation_side
+        self.name_or_path = name_or_path
+        for name in SPECIAL_TOKENS:
+            setattr(self, f"{name}_token_id", (special_ids or {}).get(name))
 
     @classmethod
     def from_spec(cls, spec: dict) -> "BackendTokenizer":
         """From ``backend_spec(hf_tokenizer)`` (plain JSON-able data, cheap to ship to tasks)."""
-        return _load(spec["json"], spec["truncation_side"])
+        special = tuple(sorted((spec.get("special_ids") or {}).items()))
+        return _load(spec["json"], spec["truncation_side"], special, spec.get("name_or_path", ""))
+
+    def encode_ids(self, text: str) -> list[int]:
+        """Token ids of ``text`` without special tokens or truncation (as
+        ``hf_tokenizer(text, add_special_tokens=False)["input_ids"]``)."""
+        self.tokenizer.no_truncation()
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
 
     def encode_windows(self, texts: Sequence[str], max_length: int) -> list[list[Any]]:
         """Per text, its windows' ``Encoding`` objects: the first ``max_length`` tokens, then
@@ -49,17 +66,20 @@ def backend_spec(tokenizer: Any) -> dict:
     if backend is None:
         raise ValueError(f"{type(tokenizer).__name__} is not a fast (Rust) tokenizer; raypipe "
                          "needs one for character offsets")
-    return {"json": backend.to_str(), "truncation_side": getattr(tokenizer, "truncation_side", "right")}
+    special = {name: getattr(tokenizer, f"{name}_token_id", None) for name in SPECIAL_TOKENS}
+    return {"json": backend.to_str(), "truncation_side": getattr(tokenizer, "truncation_side", "right"),
+            "special_ids": {k: int(v) for k, v in special.items() if v is not None},
+            "name_or_path": str(getattr(tokenizer, "name_or_path", "") or "")}
 
 
 @functools.lru_cache(maxsize=4)
-def _load(json_text: str, truncation_side: str) -> BackendTokenizer:
+def _load(json_text: str, truncation_side: str, special: tuple, name_or_path: str) -> BackendTokenizer:
     """One tokenizer per worker process and spec: Ray reuses workers across tasks."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_str(json_text)
     tokenizer.no_padding()
-    return BackendTokenizer(tokenizer, truncation_side)
+    return BackendTokenizer(tokenizer, truncation_side, dict(special), name_or_path)
 
 
 def encode_windows(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[Any]]:
@@ -74,6 +94,13 @@ def encode_windows(tokenizer: Any, texts: Sequence[str], max_length: int) -> lis
     for window_index, sample in enumerate(enc["overflow_to_sample_mapping"]):
         per_text[sample].append(enc.encodings[window_index])
     return per_text
+
+
+def encode_ids(tokenizer: Any, text: str) -> list[int]:
+    """``text``'s ids without special tokens or truncation, from either kind of tokenizer."""
+    if isinstance(tokenizer, BackendTokenizer):
+        return tokenizer.encode_ids(text)
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
 def word_tokenizer(tokenizer: Any) -> Any:

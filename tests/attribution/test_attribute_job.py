@@ -144,3 +144,13 @@ def test_sobol_scores_each_distinct_perturbation_once_and_equals_brute_force(ray
                            attention_mask=torch.as_tensor(attention)).logits
         expected = estimate(plan, logits[:, 1].numpy())["scores"]
         np.testing.assert_allclose(row["scores"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_an_impossible_baseline_fails_in_the_plan_naming_it(ray_local, classifier, tmp_path):
+    """The CPU tasks only see the tokenizer's special ids; a baseline they could not resolve is
+    refused on the driver, with the real tokenizer, before anything is written."""
+    from raypipe.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--baseline -5: baseline token id must be >= 0"):
+        run(classifier, tmp_path / "neg", method="occlusion", baseline="-5")
+    assert not (tmp_path / "neg" / "shards").exists() or not list((tmp_path / "neg" / "shards").iterdir())

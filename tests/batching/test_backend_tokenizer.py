@@ -108,3 +108,31 @@ print(len(shard["docs"]), shard["stats"]["skipped_empty"], "torch" in sys.module
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)
     assert done.stdout.split() == ["2", "1", "False", "False"]
+
+
+@pytest.mark.parametrize("model_fixture", MODELS)
+def test_special_ids_and_plain_ids_match_transformers(model_fixture, request):
+    """What the attribution CPU tasks read from the backend: baselines' token ids, and a
+    continuation's ids with no special tokens and no truncation, even right after a
+    truncating ``encode_windows``."""
+    from raypipe.attribution.perturb import resolve_baseline
+    from raypipe.attribution.perturb_stage import effective_baseline
+    from raypipe.batching.backend import encode_ids
+
+    path = request.getfixturevalue(model_fixture)
+    hf = load_tokenizer(path, causal=model_fixture in ("tiny_gpt2_path", "tiny_llama_path"))
+    backend = BackendTokenizer.from_spec(backend_spec(hf))
+    for name in ("mask", "pad", "unk", "eos", "bos"):
+        assert getattr(backend, f"{name}_token_id") == getattr(hf, f"{name}_token_id")
+    for baseline in ("mask", "pad", "unk"):
+        try:
+            want = resolve_baseline(effective_baseline(baseline, hf), hf)
+        except ValueError:
+            with pytest.raises(ValueError):
+                resolve_baseline(effective_baseline(baseline, backend), backend)
+            continue
+        assert resolve_baseline(effective_baseline(baseline, backend), backend) == want
+    backend.encode_windows(TEXTS, max_length=8)
+    text = TEXTS[-1]
+    assert encode_ids(backend, text) == encode_ids(hf, text)
+    assert len(encode_ids(backend, text)) > 8
