@@ -61,7 +61,8 @@ class BackendTokenizer:
 
 
 def backend_spec(tokenizer: Any) -> dict:
-    """What a worker needs to rebuild ``tokenizer``'s Rust backend: its JSON and truncation side."""
+    """What a worker needs to stand in for ``tokenizer``: its Rust backend as JSON, its
+    truncation side, its special token ids and its name (for error messages)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         raise ValueError(f"{type(tokenizer).__name__} is not a fast (Rust) tokenizer; raypipe "
