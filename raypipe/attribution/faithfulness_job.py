@@ -16,6 +16,7 @@ the continuation), the same quantity the stored ``original_score`` holds.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import pickle
@@ -41,6 +42,17 @@ SUMMARY_NAME = "faithfulness.json"
 
 class UnitMismatchError(ValueError):
     """The re-tokenized document's units differ from the ones stored with its attributions."""
+
+
+
+@functools.lru_cache(maxsize=4)
+def cached_tokenizer(name: str, trust_remote_code: bool):
+    """One transformers tokenizer per worker process (Ray reuses workers across tasks). The
+    curve tasks still load it by name: this job's driver loads no tokenizer to ship a backend
+    from, as the extraction and attribution drivers do (see ``raypipe.batching.backend``)."""
+    from raypipe.models.loading import load_tokenizer
+
+    return load_tokenizer(name, trust_remote_code=trust_remote_code)
 
 
 @dataclass
@@ -145,7 +157,6 @@ def prepare_curves(batch: dict[str, np.ndarray], *, corpus: CorpusSource, store:
     from raypipe.attribution.perturb import perturbed_inputs
     from raypipe.attribution.perturb_stage import DocWork, effective_baseline
     from raypipe.batching import tokenize_documents
-    from raypipe.extraction.tokenize_stage import cached_tokenizer
     from raypipe.granularity import Granularity
 
     tokenizer = cached_tokenizer(tokenizer_name, trust_remote_code)

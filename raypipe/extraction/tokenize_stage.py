@@ -9,7 +9,6 @@ taken from the model actor while it starts. Nothing here imports torch (tested).
 """
 from __future__ import annotations
 
-import functools
 import pickle
 
 import numpy as np
@@ -18,14 +17,6 @@ from raypipe.batching import tokenize_documents
 from raypipe.batching.backend import BackendTokenizer
 from raypipe.corpus import CorpusSource
 from raypipe.granularity import Granularity
-
-
-@functools.lru_cache(maxsize=4)
-def cached_tokenizer(name: str, trust_remote_code: bool):
-    """One tokenizer per worker process: Ray reuses workers across tasks, so this loads once."""
-    from raypipe.models.loading import load_tokenizer
-
-    return load_tokenizer(name, trust_remote_code=trust_remote_code)
 
 
 def tokenize_shard(batch: dict[str, np.ndarray], *, corpus: CorpusSource, tokenizer: dict,

@@ -143,7 +143,8 @@ def test_concurrent_calls_write_the_same_shards_as_one_at_a_time(minilm_path, tm
     plan = plan_extraction(config)
     shards = [tokenize_shard({"shard_id": np.array([i]), "doc_start": np.array([i * 10]),
                               "doc_end": np.array([i * 10 + 10])}, corpus=plan.corpus,
-                             tokenizer=plan.tokenizer_spec, max_length=plan.max_length, overflow="truncate", granularity="word")
+                             tokenizer=plan.tokenizer_spec, max_length=plan.max_length,
+                             overflow="truncate", granularity="word")
               for i in range(3)]
     checksums = {}
     for out, concurrent in (("a", False), ("b", True)):
