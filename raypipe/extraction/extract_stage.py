@@ -5,10 +5,10 @@ several). The shard is written by the actor itself, atomically and under a name 
 shard id, so a retried shard after an actor crash overwrites rather than duplicates; the driver
 lists it in the manifest only when the returned record arrives.
 
-An actor takes two shards at a time (``CALLS_PER_ACTOR``): forwards run one at a time on one
-dedicated thread, a shard's reduce + Parquet write + checksum (single-threaded, ~20% of a
-shard's time at an early split on a CPU; idle device time on a GPU) overlaps the next shard's
-forward, and the next shard is already in the actor when a forward ends, so Ray Data's
+An actor takes two shards at a time (``CALLS_PER_ACTOR``): every torch op (model load,
+forwards, unit reduction, store-dtype conversion) runs on one dedicated thread, a shard's
+Parquet write + checksum (single-threaded; idle device time on a GPU) overlaps the next
+shard's forward, and the next shard is already in the actor when a forward ends, so Ray Data's
 dispatch (0.05-0.2 s a shard on 2 cores) leaves no gap. Measured on all of rt-polarity at split
 1 (MiniLM, 2 cores, 3 alternating rounds): the shard phase went from 30.4 to 28.1 s (median).
 """
@@ -70,12 +70,23 @@ class ExtractShard:
     def __init__(self, config: dict, store_root: str) -> None:
         import transformers
 
-        from raypipe.models import SplitModel
-
         transformers.logging.disable_progress_bar()  # one bar per actor garbles the driver's bar
 
         self.config = ExtractConfig(**config)
         self.store_root = store_root
+        # Every torch op of this actor runs on this one thread: model load and probe, forwards,
+        # unit reduction and the store-dtype conversion. Torch ops on a second OS thread start a
+        # second OpenMP team in the process, and from then on forwards were measured 20-40%
+        # slower on 2 cores (1.75 instead of 1.99 cores busy); on a GPU it keeps one stream of
+        # device work. Ray's call threads only write Parquet and checksum.
+        self._torch_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raypipe-torch")
+        self._torch_thread.submit(self._load).result()
+        self._busy = BusyClock()
+
+    def _load(self) -> None:
+        """On the torch thread: thread count, SplitModel, aggregation and token budget."""
+        from raypipe.models import SplitModel
+
         threads = self.config.torch_threads or max(1, (os.cpu_count() or 1) // self.config.actors)
         torch.set_num_threads(threads)
         device_map = self.config.device_map
@@ -87,10 +98,6 @@ class ExtractShard:
                                 output_index=self.config.output_index)
         self.aggregation = Aggregation.parse(self.config.aggregation)
         self.batch_tokens = resolve_batch_tokens(self.config.batch_tokens, self.model.input_device)
-        # One thread runs every forward: one OpenMP team (CPU) and one stream of device work,
-        # however many shards are in progress.
-        self._forward_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raypipe-forward")
-        self._busy = BusyClock()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         records = [self.process(pickle.loads(p)) for p in batch["payload"]]
@@ -107,20 +114,20 @@ class ExtractShard:
         record.stats["seconds"] = busy
         return json.dumps(asdict(record))
 
-    def _forward(self, docs: list) -> tuple[list, float]:
-        """On the forward thread: the shard's activations and the seconds the forward took
-        (not counting the wait for the other shard's forward)."""
+    def _model_work(self, docs: list):
+        """On the torch thread: the shard's table (forward, units, store dtype) and the seconds
+        its forward took (not counting the wait for the other shard's turn)."""
         t0 = time.perf_counter()
         per_doc = document_activations(self.model, docs, batch_tokens=self.batch_tokens,
                                        padding_side=self.config.padding_side)
-        return per_doc, time.perf_counter() - t0
+        t_forward = time.perf_counter() - t0
+        columns, acts = unit_rows(docs, per_doc, self.aggregation, self.model.hidden_sizes)
+        table = build_shard_table(*(columns[k] for k in UNIT_COLUMNS), acts, self.config.store_dtype)
+        return table, t_forward
 
     def _process(self, shard: dict):
         t0 = time.perf_counter()
-        docs = shard["docs"]
-        per_doc, t_forward = self._forward_thread.submit(self._forward, docs).result()
-        columns, acts = unit_rows(docs, per_doc, self.aggregation, self.model.hidden_sizes)
-        table = build_shard_table(*(columns[k] for k in UNIT_COLUMNS), acts, self.config.store_dtype)
+        table, t_forward = self._torch_thread.submit(self._model_work, shard["docs"]).result()
         stats = dict(shard["stats"], units=table.num_rows, forward_seconds=t_forward,
                      hidden_sizes=self.model.hidden_sizes,
                      shard_seconds=time.perf_counter() - t0, problems=shard["problems"])
