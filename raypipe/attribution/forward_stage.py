@@ -24,6 +24,7 @@ from raypipe.config import ConfigError
 from raypipe.extraction.forward import pad_token_id
 from raypipe.granularity import aggregate
 from raypipe.runtime import maybe_die
+from raypipe.torch_thread import TorchThread
 
 
 def task_kind(task: str, model) -> str:
@@ -55,10 +56,15 @@ class ScoreShard:
     def __init__(self, config: dict) -> None:
         import transformers
 
-        from raypipe.models.loading import load_model_and_tokenizer
-
         transformers.logging.disable_progress_bar()
         self.config = AttributeConfig(**config)
+        # model load, forwards and gradients on one thread (see raypipe.torch_thread)
+        self._torch = TorchThread()
+        self._torch.run(self._load)
+
+    def _load(self) -> None:
+        from raypipe.models.loading import load_model_and_tokenizer
+
         threads = self.config.torch_threads or max(1, (os.cpu_count() or 1) // self.config.actors)
         torch.set_num_threads(threads)
         device_map = None
@@ -77,20 +83,24 @@ class ScoreShard:
         for payload in batch["payload"]:
             shard = pickle.loads(payload)
             maybe_die(shard["shard_id"])
-            t0 = time.perf_counter()
-            work = shard["work"]
-            if self.config.is_gradient:
-                self.gradients(work)
-            elif self.kind == "classification":
-                self.classify_perturbations(work)
-            else:
-                self.score_continuations(work)
-            shard["stats"]["model_seconds"] = time.perf_counter() - t0
-            shard["stats"]["forward_rows"] = sum(0 if w.ids is None else len(w.ids) + 1 for w in work)
-            shard["stats"]["mask_rows"] = sum(0 if w.ids is None else 1 + (
-                len(w.ids) if w.index is None else len(w.index)) for w in work)
+            self._torch.run(self._score_shard, shard)
             out.append(pickle.dumps(shard, protocol=pickle.HIGHEST_PROTOCOL))
         return {"shard_id": np.asarray(batch["shard_id"]), "payload": np.asarray(out, dtype=object)}
+
+    def _score_shard(self, shard: dict) -> None:
+        """On the torch thread: fill in the model results of the shard's work items."""
+        t0 = time.perf_counter()
+        work = shard["work"]
+        if self.config.is_gradient:
+            self.gradients(work)
+        elif self.kind == "classification":
+            self.classify_perturbations(work)
+        else:
+            self.score_continuations(work)
+        shard["stats"]["model_seconds"] = time.perf_counter() - t0
+        shard["stats"]["forward_rows"] = sum(0 if w.ids is None else len(w.ids) + 1 for w in work)
+        shard["stats"]["mask_rows"] = sum(0 if w.ids is None else 1 + (
+            len(w.ids) if w.index is None else len(w.index)) for w in work)
 
     # -- perturbation methods --------------------------------------------------------------
     def classify_perturbations(self, work: list) -> None:

@@ -19,7 +19,6 @@ import os
 import pickle
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
 import numpy as np
@@ -31,6 +30,7 @@ from raypipe.extraction.forward import UNIT_COLUMNS, document_activations, unit_
 from raypipe.granularity import Aggregation
 from raypipe.runtime import maybe_die
 from raypipe.store import build_shard_table, write_shard
+from raypipe.torch_thread import TorchThread
 
 CALLS_PER_ACTOR = 2  # shards in progress per actor: one forwarding, one reducing/writing
 
@@ -74,13 +74,10 @@ class ExtractShard:
 
         self.config = ExtractConfig(**config)
         self.store_root = store_root
-        # Every torch op of this actor runs on this one thread: model load and probe, forwards,
-        # unit reduction and the store-dtype conversion. Torch ops on a second OS thread start a
-        # second OpenMP team in the process, and from then on forwards were measured 20-40%
-        # slower on 2 cores (1.75 instead of 1.99 cores busy); on a GPU it keeps one stream of
-        # device work. Ray's call threads only write Parquet and checksum.
-        self._torch_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raypipe-torch")
-        self._torch_thread.submit(self._load).result()
+        # model load and probe, forwards, unit reduction and the store-dtype conversion all run
+        # on this one thread (see raypipe.torch_thread); Ray's call threads write and checksum
+        self._torch = TorchThread()
+        self._torch.run(self._load)
         self._busy = BusyClock()
 
     def _load(self) -> None:
@@ -127,7 +124,7 @@ class ExtractShard:
 
     def _process(self, shard: dict):
         t0 = time.perf_counter()
-        table, t_forward = self._torch_thread.submit(self._model_work, shard["docs"]).result()
+        table, t_forward = self._torch.run(self._model_work, shard["docs"])
         stats = dict(shard["stats"], units=table.num_rows, forward_seconds=t_forward,
                      hidden_sizes=self.model.hidden_sizes,
                      shard_seconds=time.perf_counter() - t0, problems=shard["problems"])

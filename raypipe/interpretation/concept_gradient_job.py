@@ -130,18 +130,26 @@ class ConceptGradientShard:
     """Callable class for ``map_batches``: shard descriptors in, written ``ShardRecord``s (JSON) out."""
 
     def __init__(self, config: dict, corpus, split_point: str, max_length: int) -> None:
-        import torch
         import transformers
 
-        from raypipe.batching import resolve_batch_tokens
-        from raypipe.concepts.concept_model import ConceptModel
-        from raypipe.models.loading import load_model_and_tokenizer
+        from raypipe.torch_thread import TorchThread
 
         transformers.logging.disable_progress_bar()
         self.config = ConceptGradientConfig(**config)
         self.corpus = corpus
         self.split_point = split_point
         self.max_length = max_length
+        # model load and every shard's gradients on one thread (see raypipe.torch_thread)
+        self._torch = TorchThread()
+        self._torch.run(self._load)
+
+    def _load(self) -> None:
+        import torch
+
+        from raypipe.batching import resolve_batch_tokens
+        from raypipe.concepts.concept_model import ConceptModel
+        from raypipe.models.loading import load_model_and_tokenizer
+
         if not self.config.num_gpus:
             torch.set_num_threads(max(1, int(self.config.num_cpus)))
         device_map = "cuda" if self.config.num_gpus and torch.cuda.is_available() else "cpu"
@@ -153,7 +161,7 @@ class ConceptGradientShard:
                                                  gpu_default=4096)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        records = [self.run_shard(int(s), int(a), int(b)) for s, a, b in
+        records = [self._torch.run(self.run_shard, int(s), int(a), int(b)) for s, a, b in
                    zip(batch["shard_id"], batch["doc_start"], batch["doc_end"])]
         return {"record": np.asarray(records, dtype=object)}
 

@@ -131,8 +131,11 @@ def test_busy_clock_counts_overlapping_calls_once(monkeypatch):
     assert (first, second, third) == (3.0, 2.0, 1.0)  # sum 6 = |[0, 5] u [10, 11]|
 
 
-def test_concurrent_calls_write_the_same_shards_as_one_at_a_time(minilm_path, tmp_path):
-    """Two shards in progress on one actor (as Ray Data runs it) change no byte of either."""
+def test_concurrent_calls_write_the_same_shards_as_one_at_a_time(minilm_path, tmp_path,
+                                                                 torch_op_threads):
+    """Two shards in progress on one actor (as Ray Data runs it) change no byte of either, and
+    every torch op of the actor, model load included, runs on one thread that is neither the
+    constructor's nor a call's."""
     import json
     import threading
     import time
@@ -147,6 +150,7 @@ def test_concurrent_calls_write_the_same_shards_as_one_at_a_time(minilm_path, tm
                              overflow="truncate", granularity="word")
               for i in range(3)]
     checksums = {}
+    torch_op_threads.clear()  # the plan's meta model ran no forward, but start clean
     for out, concurrent in (("a", False), ("b", True)):
         stage = ExtractShard(config.to_dict() | {"corpus": "-", "out": str(tmp_path / out)},
                              str(tmp_path / out))
@@ -166,4 +170,6 @@ def test_concurrent_calls_write_the_same_shards_as_one_at_a_time(minilm_path, tm
             records = [stage(s) for s in shards]
         checksums[out] = sorted(json.loads(r["record"][0])["checksum"] for r in records)
         assert all(json.loads(r["record"][0])["stats"]["seconds"] > 0 for r in records)
+        assert len(torch_op_threads) == 1 and threading.get_ident() not in torch_op_threads
+        torch_op_threads.clear()
     assert checksums["a"] == checksums["b"] and len(checksums["a"]) == 3
