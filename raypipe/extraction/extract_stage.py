@@ -32,7 +32,7 @@ from raypipe.runtime import maybe_die
 from raypipe.store import build_shard_table, write_shard
 from raypipe.torch_thread import TorchThread
 
-CALLS_PER_ACTOR = 2  # shards in progress per actor: one forwarding, one reducing/writing
+CALLS_PER_ACTOR = 2  # shards in progress per actor: one on the torch thread, one writing
 
 
 class BusyClock:
