@@ -97,7 +97,9 @@ class ScoreShard:
             self.classify_perturbations(work)
         else:
             self.score_continuations(work)
+        # this shard's scoring interval, ending at "busy_until" (see raypipe.busy_time)
         shard["stats"]["model_seconds"] = time.perf_counter() - t0
+        shard["stats"]["busy_until"] = time.time()
         shard["stats"]["forward_rows"] = sum(0 if w.ids is None else len(w.ids) + 1 for w in work)
         shard["stats"]["mask_rows"] = sum(0 if w.ids is None else 1 + (
             len(w.ids) if w.index is None else len(w.index)) for w in work)

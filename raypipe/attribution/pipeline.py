@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from raypipe import __version__
 from raypipe.attribution.config import AttributeConfig
+from raypipe.busy_time import StageTime
 from raypipe.config import ConfigError
 from raypipe.corpus import open_corpus
 from raypipe.extraction.plan import model_max_length
@@ -36,9 +37,19 @@ class AttributeResult:
     shards_written: int = 0
     shards_skipped: int = 0
     wall_seconds: float = 0.0
-    model_seconds: float = 0.0
     kind: str = ""
     counters: dict = field(default_factory=dict)
+    stage: StageTime = field(default_factory=StageTime, repr=False)  # the shards' busy intervals
+
+    @property
+    def model_seconds(self) -> float:
+        """The model stage's wall time: at least one actor scoring a shard."""
+        return self.stage.wall_seconds
+
+    @property
+    def actor_seconds(self) -> float:
+        """The actors' busy seconds summed (equal to ``model_seconds`` with one actor)."""
+        return self.stage.actor_seconds
 
     def add(self, stats: dict) -> None:
         self.documents += int(stats.get("docs", 0))
@@ -48,10 +59,12 @@ class AttributeResult:
         self.truncated += int(stats.get("truncated", 0))
         self.skipped_empty += int(stats.get("skipped_empty", 0))
         self.decode_fallbacks += int(stats.get("decode_fallbacks", 0))
-        self.model_seconds += float(stats.get("model_seconds", 0.0))
+        self.stage.add(stats.get("model_seconds", 0.0), stats.get("busy_until"))
 
     def as_dict(self) -> dict:
-        d = dict(self.__dict__)
+        d = {k: v for k, v in self.__dict__.items() if k != "stage"}
+        d["model_seconds"] = self.model_seconds
+        d["actor_seconds"] = self.actor_seconds
         d["forward_rows_per_second"] = round(self.forward_rows / self.model_seconds, 1) \
             if self.model_seconds else 0.0
         return d

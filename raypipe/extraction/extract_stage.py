@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import threading
 import time
 from dataclasses import asdict
 
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from raypipe.batching import resolve_batch_tokens
+from raypipe.busy_time import BusyClock
 from raypipe.config import ExtractConfig
 from raypipe.extraction.forward import UNIT_COLUMNS, document_activations, unit_rows
 from raypipe.granularity import Aggregation
@@ -33,35 +33,6 @@ from raypipe.store import build_shard_table, write_shard
 from raypipe.torch_thread import TorchThread
 
 CALLS_PER_ACTOR = 2  # shards in progress per actor: one on the torch thread, one writing
-
-
-class BusyClock:
-    """Wall time during which at least one call of this actor is in progress.
-
-    With overlapping calls the per-shard durations add up to more than the time the actor was
-    working; the job's "model stage" throughput needs the union. Each finished call takes the
-    busy time accrued since the previous one finished, so the sum over shards is the union.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._active = 0
-        self._since = 0.0  # start of the busy time not yet returned by ``leave``
-
-    def enter(self) -> None:
-        with self._lock:
-            if self._active == 0:
-                self._since = time.perf_counter()
-            self._active += 1
-
-    def leave(self) -> float:
-        """End one call; returns the busy seconds since the previous ``leave`` (or since the
-        actor became busy)."""
-        with self._lock:
-            now = time.perf_counter()
-            self._active -= 1
-            busy, self._since = now - self._since, now
-            return busy
 
 
 class ExtractShard:
@@ -106,9 +77,11 @@ class ExtractShard:
         try:
             record = self._process(shard)
         finally:
-            busy = self._busy.leave()
-        # "seconds": this actor's busy time since its previous shard finished (see BusyClock)
+            busy, until = self._busy.leave()
+        # "seconds": this actor's busy time since its previous shard finished, ending at
+        # "busy_until" (see raypipe.busy_time): the driver sums and unions them
         record.stats["seconds"] = busy
+        record.stats["busy_until"] = until
         return json.dumps(asdict(record))
 
     def _model_work(self, docs: list):

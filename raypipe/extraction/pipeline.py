@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from raypipe import __version__
+from raypipe.busy_time import StageTime
 from raypipe.config import ExtractConfig
 from raypipe.extraction.plan import ExtractPlan, plan_extraction
 from raypipe.runtime import (cpu_task_concurrency, fault_hook_args, init_ray,
@@ -42,17 +43,28 @@ class ExtractResult:
     shards_written: int = 0
     shards_skipped: int = 0
     wall_seconds: float = 0.0
-    model_seconds: float = 0.0
     problems: list = field(default_factory=list)
+    stage: StageTime = field(default_factory=StageTime, repr=False)  # the shards' busy intervals
 
     @property
     def tokens_per_second(self) -> float:
         return self.tokens / self.wall_seconds if self.wall_seconds else 0.0
 
     @property
+    def model_seconds(self) -> float:
+        """The model stage's wall time: at least one actor busy with a shard."""
+        return self.stage.wall_seconds
+
+    @property
+    def actor_seconds(self) -> float:
+        """The actors' busy seconds summed (equal to ``model_seconds`` with one actor)."""
+        return self.stage.actor_seconds
+
+    @property
     def model_tokens_per_second(self) -> float:
-        """Steady state: tokens over the time actors were busy with shards (forward, reduce,
-        write; overlapping shards of one actor counted once)."""
+        """Steady state: tokens over the model stage's wall time, the time during which at
+        least one actor was busy with a shard (forward, reduce, write; overlapping shards and
+        actors working side by side counted once)."""
         return self.tokens / self.model_seconds if self.model_seconds else 0.0
 
     def add(self, stats: dict) -> None:
@@ -61,11 +73,13 @@ class ExtractResult:
             setattr(self, key, getattr(self, key) + int(stats.get(key, 0)))
         self.documents += int(stats.get("docs", 0))
         self.units += int(stats.get("units", 0))
-        self.model_seconds += float(stats.get("seconds", 0.0))
+        self.stage.add(stats.get("seconds", 0.0), stats.get("busy_until"))
         self.problems.extend(stats.get("problems", [])[: max(0, 100 - len(self.problems))])
 
     def as_dict(self) -> dict:
-        d = {k: v for k, v in self.__dict__.items()}
+        d = {k: v for k, v in self.__dict__.items() if k != "stage"}
+        d["model_seconds"] = self.model_seconds
+        d["actor_seconds"] = self.actor_seconds
         d["tokens_per_second"] = round(self.tokens_per_second, 1)
         d["model_tokens_per_second"] = round(self.model_tokens_per_second, 1)
         return d

@@ -116,21 +116,6 @@ def test_windows_cover_every_token_and_truncation_is_counted(minilm_path, tmp_pa
     assert 0 < table_t.num_rows < 60
 
 
-def test_busy_clock_counts_overlapping_calls_once(monkeypatch):
-    from raypipe.extraction import extract_stage
-
-    now = iter([0.0, 3.0, 5.0, 10.0, 11.0])  # the clock is read when busy starts and at leave
-    monkeypatch.setattr(extract_stage.time, "perf_counter", lambda: next(now))
-    clock = extract_stage.BusyClock()
-    clock.enter()             # t=0: busy from here
-    clock.enter()             # a second call while busy: nothing to read
-    first = clock.leave()     # t=3
-    second = clock.leave()    # t=5: idle from here
-    clock.enter()             # t=10
-    third = clock.leave()     # t=11
-    assert (first, second, third) == (3.0, 2.0, 1.0)  # sum 6 = |[0, 5] u [10, 11]|
-
-
 def test_concurrent_calls_write_the_same_shards_as_one_at_a_time(minilm_path, tmp_path,
                                                                  torch_op_threads):
     """Two shards in progress on one actor (as Ray Data runs it) change no byte of either, and

@@ -66,8 +66,15 @@ def test_job_writes_every_unit_once(reference, minilm_path):
 
 def test_two_actors_and_other_batch_budget_give_the_same_rows(reference, minilm_path, tmp_path):
     out = tmp_path / "two"
-    extract_activations(job(minilm_path, out, actors=2, num_cpus=0.5, batch_tokens=64))
+    result = extract_activations(job(minilm_path, out, actors=2, num_cpus=0.5, batch_tokens=64))
     same_store(reference[0], out)
+    # the model stage's wall time is the union of the shards' busy intervals: never more than
+    # the actor-seconds summed, never more than the job, and every shard reports its interval
+    shards = ActivationStore(out).manifest["shards"]
+    assert all(s["stats"]["busy_until"] > 0 for s in shards)
+    assert result.actor_seconds == pytest.approx(sum(s["stats"]["seconds"] for s in shards))
+    assert 0 < result.model_seconds <= result.actor_seconds + 1e-9
+    assert result.model_seconds < result.wall_seconds
 
 
 def test_killed_actor_is_restarted_without_duplicates(reference, minilm_path, tmp_path, monkeypatch):
