@@ -77,3 +77,19 @@ class StageTime:
     @property
     def wall_seconds(self) -> float:
         return union_seconds(self._intervals) + self._unplaced
+
+
+class ModelStageTimes:
+    """For a job's result dataclass that keeps its shards' busy intervals in ``self.stage``."""
+
+    stage: StageTime
+
+    @property
+    def model_seconds(self) -> float:
+        """The model stage's wall time: at least one actor busy with a shard."""
+        return self.stage.wall_seconds
+
+    @property
+    def actor_seconds(self) -> float:
+        """The actors' busy seconds summed (equal to ``model_seconds`` with one actor)."""
+        return self.stage.actor_seconds

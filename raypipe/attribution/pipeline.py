@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from raypipe import __version__
 from raypipe.attribution.config import AttributeConfig
-from raypipe.busy_time import StageTime
+from raypipe.busy_time import ModelStageTimes, StageTime
 from raypipe.config import ConfigError
 from raypipe.corpus import open_corpus
 from raypipe.extraction.plan import model_max_length
@@ -25,7 +25,7 @@ log = logging.getLogger("raypipe.attribute")
 
 
 @dataclass
-class AttributeResult:
+class AttributeResult(ModelStageTimes):
     store: str
     documents: int = 0
     rows: int = 0
@@ -40,16 +40,6 @@ class AttributeResult:
     kind: str = ""
     counters: dict = field(default_factory=dict)
     stage: StageTime = field(default_factory=StageTime, repr=False)  # the shards' busy intervals
-
-    @property
-    def model_seconds(self) -> float:
-        """The model stage's wall time: at least one actor scoring a shard."""
-        return self.stage.wall_seconds
-
-    @property
-    def actor_seconds(self) -> float:
-        """The actors' busy seconds summed (equal to ``model_seconds`` with one actor)."""
-        return self.stage.actor_seconds
 
     def add(self, stats: dict) -> None:
         self.documents += int(stats.get("docs", 0))

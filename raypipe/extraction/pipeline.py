@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from raypipe import __version__
-from raypipe.busy_time import StageTime
+from raypipe.busy_time import ModelStageTimes, StageTime
 from raypipe.config import ExtractConfig
 from raypipe.extraction.plan import ExtractPlan, plan_extraction
 from raypipe.runtime import (cpu_task_concurrency, fault_hook_args, init_ray,
@@ -28,7 +28,7 @@ from raypipe.store import ShardRecord, StoreWriter
 log = logging.getLogger("raypipe.extract")
 
 @dataclass
-class ExtractResult:
+class ExtractResult(ModelStageTimes):
     """What a finished (or resumed) job did; also stored as the manifest's ``summary``."""
 
     store: str
@@ -49,16 +49,6 @@ class ExtractResult:
     @property
     def tokens_per_second(self) -> float:
         return self.tokens / self.wall_seconds if self.wall_seconds else 0.0
-
-    @property
-    def model_seconds(self) -> float:
-        """The model stage's wall time: at least one actor busy with a shard."""
-        return self.stage.wall_seconds
-
-    @property
-    def actor_seconds(self) -> float:
-        """The actors' busy seconds summed (equal to ``model_seconds`` with one actor)."""
-        return self.stage.actor_seconds
 
     @property
     def model_tokens_per_second(self) -> float:
