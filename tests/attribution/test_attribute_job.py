@@ -62,6 +62,13 @@ def test_same_scores_with_two_actors_and_other_budget(ray_local, classifier, tmp
     assert len(one) == 10
     for a, b in zip(one, two):
         np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-5)
+    # the pool's model-stage time is the union of the shards' scoring intervals (busy_time)
+    manifest = AttributionStore(tmp_path / "two").manifest
+    shards = manifest["shards"]
+    assert all(s["stats"]["busy_until"] > 0 for s in shards)
+    summary = manifest["summary"]
+    assert summary["actor_seconds"] == pytest.approx(sum(s["stats"]["model_seconds"] for s in shards))
+    assert 0 < summary["model_seconds"] <= summary["actor_seconds"] + 1e-9
 
 
 def test_generation_rows_hold_the_target_by_unit_matrix(ray_local, tiny_gpt2_path, tmp_path):
