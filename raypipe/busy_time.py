@@ -76,7 +76,14 @@ class StageTime:
 
     @property
     def wall_seconds(self) -> float:
-        return union_seconds(self._intervals) + self._unplaced
+        """The union's length, never more than ``actor_seconds``.
+
+        An interval is stored as ``(busy_until - seconds, busy_until)`` on a wall clock near
+        1.8e9 s, where a float64 step is ~2e-7 s: ``end - start`` can come back a few 1e-7 s
+        longer than ``seconds``. The union of intervals is never longer than their summed
+        lengths, so the rounding is clamped away rather than reported as a faster pool.
+        """
+        return min(union_seconds(self._intervals) + self._unplaced, self.actor_seconds)
 
 
 class ModelStageTimes:

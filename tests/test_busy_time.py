@@ -49,3 +49,13 @@ def test_stage_time_of_two_actors_side_by_side():
     stage.add(3.0, None)  # a shard recorded before busy_until existed: counted on its own
     assert stage.actor_seconds == 23.0
     assert stage.wall_seconds == pytest.approx(15.0)
+
+
+def test_stage_time_never_exceeds_actor_seconds_on_a_real_wall_clock():
+    # CI once saw 0.18205595 > 0.18205583: (until - d, until) near 1.8e9 s rounds ~1e-7 s longer
+    rng = random.Random(1)
+    for _ in range(2000):
+        stage = StageTime()
+        for _ in range(rng.randint(1, 3)):
+            stage.add(rng.random(), 1.8e9 + rng.random() * 1e5)
+        assert 0 < stage.wall_seconds <= stage.actor_seconds
