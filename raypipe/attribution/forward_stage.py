@@ -17,8 +17,10 @@ import numpy as np
 import torch
 
 from raypipe.attribution.config import AttributeConfig
+from raypipe.attribution.perturb import delete_removed, start_token_id
 from raypipe.attribution.perturb_stage import effective_baseline
-from raypipe.attribution.scoring import apply_mode, generate_target, generation_scores
+from raypipe.attribution.scoring import (apply_mode, class_logits, generate_target,
+                                         generation_scores, pools_last_token)
 from raypipe.batching import pad_batch, plan_micro_batches, resolve_batch_tokens
 from raypipe.config import ConfigError
 from raypipe.extraction.forward import pad_token_id
@@ -75,6 +77,9 @@ class ScoreShard:
             device_map=device_map, trust_remote_code=self.config.trust_remote_code)
         self.kind = task_kind(self.config.task, self.model)
         self.pad_id = pad_token_id(self.tokenizer)
+        # a left-to-right model (LM, decoder classifier) sees removed units deleted (perturb.delete_removed)
+        self.deletes_removed = self.kind == "generation" or pools_last_token(self.model)
+        self.start_id = start_token_id(self.tokenizer)
         self.device = next(self.model.parameters()).device
         self.batch_tokens = resolve_batch_tokens(self.config.batch_tokens, self.device)
 
@@ -107,11 +112,7 @@ class ScoreShard:
     # -- perturbation methods --------------------------------------------------------------
     def classify_perturbations(self, work: list) -> None:
         """All rows of all documents, packed: the original first, then its distinct perturbations."""
-        seqs = []
-        for w in work:
-            original = w.doc.windows[0]
-            seqs.append((original, np.ones_like(original)))
-            seqs.extend(zip(w.ids, w.attention))
+        seqs = [row for w in work for row in self._rows(w)]
         scores, logits = self._class_scores(seqs)
         start = 0
         for w in work:
@@ -120,6 +121,15 @@ class ScoreShard:
             w.results = {"targets": targets, "original": scores[start, targets],
                          "scores": per_mask_row(scores[start:start + m], w.index)[:, targets]}
             start += m
+
+    def _rows(self, w) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(ids, attention) of a document's original, then of its distinct perturbed rows."""
+        original = w.doc.windows[0]
+        rows = [(original, np.ones_like(original))]
+        if not self.deletes_removed:
+            return rows + list(zip(w.ids, w.attention))
+        kept = (delete_removed(ids, att, self.start_id) for ids, att in zip(w.ids, w.attention))
+        return rows + [(ids, np.ones_like(ids)) for ids in kept]
 
     def _score_packed(self, seqs: list[tuple[np.ndarray, np.ndarray]], width: int, score,
                       extra_tokens: int = 0) -> np.ndarray:
@@ -140,8 +150,8 @@ class ScoreShard:
 
         def score(ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
             with torch.inference_mode():
-                raw = self.model(input_ids=ids.to(self.device),
-                                 attention_mask=mask.to(self.device)).logits.float()
+                raw = class_logits(self.model, mask.to(self.device),
+                                   input_ids=ids.to(self.device)).float()
             return torch.cat([apply_mode(raw, self.config.mode), raw], 1).cpu().numpy()
 
         both = self._score_packed(seqs, 2 * n_classes, score)
@@ -161,7 +171,7 @@ class ScoreShard:
             target_ids = self._continuation(w)
             if target_ids is None:
                 continue
-            seqs = [(w.doc.windows[0], np.ones_like(w.doc.windows[0]))] + list(zip(w.ids, w.attention))
+            seqs = self._rows(w)
             score = functools.partial(self._continuation_scores, target=torch.as_tensor(target_ids))
             scores = self._score_packed(seqs, len(target_ids), score, extra_tokens=len(target_ids))
             w.results = self._generation_result(w, target_ids, scores[0])

@@ -113,3 +113,28 @@ def perturbed_inputs(input_ids: np.ndarray, members: list[np.ndarray], masks: np
         return np.broadcast_to(ids, removed.shape).copy(), (~removed).astype(np.int64)
     out = np.where(removed, np.int64(replacement), ids[None, :])
     return out, np.ones(removed.shape, dtype=np.int64)
+
+
+def start_token_id(tokenizer: Any) -> int:
+    """The token a causal model's empty input is made of: BOS, else EOS (GPT-2's
+    ``<|endoftext|>`` is both), else pad, else 0."""
+    for name in ("bos", "eos", "pad"):
+        token_id = _special_id(tokenizer, name)
+        if token_id is not None:
+            return int(token_id)
+    return 0
+
+
+def delete_removed(ids: np.ndarray, attention: np.ndarray, start_id: int) -> np.ndarray:
+    """A causal model's row perturbed with ``remove``: the removed tokens deleted, not masked.
+
+    An encoder reads a masked-out position nowhere (others do not attend to it, [CLS] is
+    pooled), but a decoder reads its last position, whose own token embedding stays in the
+    residual stream even when the attention mask hides it. Deleting removed tokens is what
+    "without these units" means for a left-to-right model (the continuation of a generation
+    then follows the last kept token, see ``scoring.ContinuationLayout``). With nothing kept
+    (KernelSHAP's empty coalition, a one-unit prompt) the row is ``start_id`` alone, the
+    empty prompt of a model whose tokenizer adds no BOS (GPT-2).
+    """
+    kept = np.asarray(ids)[np.asarray(attention).astype(bool)]
+    return kept if len(kept) else np.asarray([start_id], dtype=np.int64)

@@ -54,6 +54,38 @@ def model_device(model: torch.nn.Module) -> torch.device:
 # --- classification -----------------------------------------------------------------------
 
 
+def pools_last_token(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is a decoder classifier: it scores the last token of the sequence.
+
+    transformers' decoder classifiers (GPT-2, Llama, Mistral, Qwen, ... ``ForSequenceClassification``)
+    apply a head named ``score`` at every position and keep the last one; encoder classifiers
+    (BERT, RoBERTa, ...) pool [CLS] through ``classifier``.
+    """
+    return (type(model).__name__.endswith("ForSequenceClassification")
+            and isinstance(getattr(model, "score", None), torch.nn.Module))
+
+
+def class_logits(model: torch.nn.Module, attention_mask: torch.Tensor, *,
+                 input_ids: torch.Tensor | None = None,
+                 inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+    """Class logits ``(n, C)`` of a batch of right-padded rows (ids or embeddings ``(n, l, d)``).
+
+    A decoder classifier is read at each row's last attended position, here rather than by
+    transformers: given embeddings it cannot see the padding and reads position ``l - 1`` of
+    every row (a pad for the shorter ones), and without ``pad_token_id`` in its config (GPT-2)
+    it refuses batches of more than one row. A padded batch then scores each row exactly as
+    the row alone, for perturbations (ids) and gradients (embeddings) alike.
+    """
+    inputs = {"input_ids": input_ids} if inputs_embeds is None else {"inputs_embeds": inputs_embeds}
+    if not pools_last_token(model):
+        return model(attention_mask=attention_mask, **inputs).logits
+    hidden = model.base_model(attention_mask=attention_mask, **inputs).last_hidden_state  # (n, l, h)
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    last = (positions * attention_mask.bool()).argmax(dim=1).to(hidden.device)  # (n,)
+    pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]  # (n, h)
+    return model.score(pooled)
+
+
 def class_scores_from_embeddings(
     model: torch.nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, mode: str
 ) -> torch.Tensor:
@@ -62,8 +94,7 @@ def class_scores_from_embeddings(
     Takes embeddings rather than ids so gradients can flow to the input (ids are discrete);
     the model adds its own position / token-type embeddings on top, as with ids.
     """
-    logits = model(inputs_embeds=inputs_embeds, attention_mask=attention_mask).logits
-    return apply_mode(logits, mode)
+    return apply_mode(class_logits(model, attention_mask, inputs_embeds=inputs_embeds), mode)
 
 
 def predicted_classes(
@@ -72,7 +103,7 @@ def predicted_classes(
     """The class the model predicts for each row ``(n,)``: the default target to explain."""
     device = model_device(model)
     with torch.inference_mode():
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+        logits = class_logits(model, attention_mask.to(device), input_ids=input_ids.to(device))
     return logits.argmax(dim=-1).to(input_ids.device)
 
 
@@ -94,7 +125,7 @@ def classification_scores(
     targets = _as_row_targets(targets, input_ids.shape[0], name="targets").to(device)
     check_class_indices(targets, model)
     with torch.inference_mode():
-        logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+        logits = class_logits(model, attention_mask.to(device), input_ids=input_ids.to(device))
         scores = apply_mode(logits, mode).gather(1, targets)
     return scores.to(input_ids.device)
 
