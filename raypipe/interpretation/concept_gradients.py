@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from raypipe.attribution.scoring import apply_mode, check_mode, model_device
+from raypipe.attribution.scoring import (apply_mode, check_mode, class_logits, model_device,
+                                         pools_last_token)
 from raypipe.concepts.concept_model import ConceptModel
 from raypipe.models.loading import is_causal_model
 from raypipe.models.split_model import select_hidden_states
@@ -73,7 +74,10 @@ def concept_output_gradients(model: torch.nn.Module, concepts: ConceptModel, spl
     try:   # also when called under inference_mode (whose tensors cannot enter a backward)
         with torch.inference_mode(False), torch.enable_grad():
             ids, mask = input_ids.to(device).clone(), attention_mask.to(device).clone()
-            logits = model(input_ids=ids, attention_mask=mask).logits
+            if pools_last_token(model):  # a decoder classifier: each row's own last token
+                logits = class_logits(model, mask, input_ids=ids)
+            else:
+                logits = model(input_ids=ids, attention_mask=mask).logits
             logits = _explained_logits(model, logits, mask)                  # (n, C) or (n, V)
             targets = _targets(target, logits)
             scores = apply_mode(logits, mode).gather(1, targets[:, None])[:, 0]   # (n,)

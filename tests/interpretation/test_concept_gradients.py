@@ -238,3 +238,33 @@ def test_ray_job_writes_the_pure_functions_gradients(ray_local, classifier, clas
                                    atol=1e-5, rtol=1e-4)
     again = concept_gradients_job(config)                  # resumed: every shard is skipped
     assert again["shards_skipped"] == 3 and again["shards_written"] == 0 and again["rows"] == len(TEXTS)
+
+
+def test_decoder_classifier_batch_equals_single_rows(tmp_path):
+    """GPT-2's classifier reads each row's last real token (its config has no pad_token_id, so
+    transformers itself would refuse a batch)."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2ForSequenceClassification
+
+    from tests.models.tiny_models import minilm_path
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_embd=32, n_head=2, n_positions=64, vocab_size=30522,
+                        num_labels=2, initializer_range=0.3)
+    assert config.pad_token_id is None
+    GPT2ForSequenceClassification(config).save_pretrained(tmp_path / "gpt2-cls")
+    AutoTokenizer.from_pretrained(minilm_path()).save_pretrained(tmp_path / "gpt2-cls")
+    model, tokenizer = _load(str(tmp_path / "gpt2-cls"), "AutoModelForSequenceClassification")
+    split = "h.1"
+    concepts = pca_model(32, split)
+    ids, mask = batch(tokenizer, TEXTS[:4])
+    out = concept_output_gradients(model, concepts, split, ids, mask)
+    for row, text in enumerate(TEXTS[:4]):
+        one_ids, one_mask = batch(tokenizer, [text])
+        one = concept_output_gradients(model, concepts, split, one_ids, one_mask)
+        with torch.no_grad():
+            plain = model(input_ids=one_ids).logits[0]          # batch of one: transformers' own
+        assert one["targets"][0] == out["targets"][row] == plain.argmax()
+        torch.testing.assert_close(out["scores"][row], plain[plain.argmax()], atol=1e-5, rtol=1e-4)
+        n = one_ids.shape[1]
+        torch.testing.assert_close(out["token_gradients"][row, :n], one["token_gradients"][0],
+                                   atol=1e-5, rtol=1e-4)
