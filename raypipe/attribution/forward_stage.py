@@ -65,13 +65,11 @@ class ScoreShard:
         self._torch.run(self._load)
 
     def _load(self) -> None:
-        from raypipe.models.loading import load_model_and_tokenizer
+        from raypipe.models.loading import actor_device_map, load_model_and_tokenizer
 
         threads = self.config.torch_threads or max(1, (os.cpu_count() or 1) // self.config.actors)
         torch.set_num_threads(threads)
-        device_map = None
-        if self.config.num_gpus and torch.cuda.is_available():
-            device_map = "auto" if self.config.num_gpus > 1 else "cuda"
+        device_map = actor_device_map(self.config.num_gpus)
         self.model, self.tokenizer = load_model_and_tokenizer(
             self.config.model, auto_class=self.config.auto_class, dtype=self.config.dtype,
             device_map=device_map, trust_remote_code=self.config.trust_remote_code)

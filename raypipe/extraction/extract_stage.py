@@ -54,12 +54,11 @@ class ExtractShard:
     def _load(self) -> None:
         """On the torch thread: thread count, SplitModel, aggregation and token budget."""
         from raypipe.models import SplitModel
+        from raypipe.models.loading import actor_device_map
 
         threads = self.config.torch_threads or max(1, (os.cpu_count() or 1) // self.config.actors)
         torch.set_num_threads(threads)
-        device_map = self.config.device_map
-        if device_map is None and self.config.num_gpus and torch.cuda.is_available():
-            device_map = "auto" if self.config.num_gpus > 1 else "cuda"
+        device_map = actor_device_map(self.config.num_gpus, self.config.device_map)
         self.model = SplitModel(self.config.model, self.config.split_points,
                                 auto_class=self.config.auto_class, dtype=self.config.dtype,
                                 device_map=device_map, trust_remote_code=self.config.trust_remote_code,

@@ -148,11 +148,11 @@ class ConceptGradientShard:
 
         from raypipe.batching import resolve_batch_tokens
         from raypipe.concepts.concept_model import ConceptModel
-        from raypipe.models.loading import load_model_and_tokenizer
+        from raypipe.models.loading import actor_device_map, load_model_and_tokenizer
 
         if not self.config.num_gpus:
             torch.set_num_threads(max(1, int(self.config.num_cpus)))
-        device_map = "cuda" if self.config.num_gpus and torch.cuda.is_available() else "cpu"
+        device_map = actor_device_map(self.config.num_gpus)
         self.model, self.tokenizer = load_model_and_tokenizer(
             self.config.model, auto_class=self.config.auto_class, device_map=device_map)
         self.concepts = ConceptModel.load(self.config.concepts)

@@ -14,6 +14,8 @@ import torch
 import transformers
 from packaging.version import Version
 
+from raypipe.config import ConfigError
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
@@ -78,14 +80,14 @@ def resolve_auto_class(auto_class: str | type | None, architectures: list[str] |
         return choose_auto_class(architectures)
     if isinstance(auto_class, type):
         if not hasattr(auto_class, "from_pretrained"):
-            raise ValueError(
+            raise ConfigError(
                 f"auto_class={auto_class.__name__} has no from_pretrained(); pass a transformers "
                 f"auto class or model class, or one of the names {sorted(AUTO_CLASSES)}"
             )
         return auto_class
     if isinstance(auto_class, str) and auto_class in AUTO_CLASSES:
         return AUTO_CLASSES[auto_class]
-    raise ValueError(
+    raise ConfigError(
         f"unknown auto_class {auto_class!r}; use None or 'auto' (chosen from the config), "
         f"one of {sorted(AUTO_CLASSES)}, or a transformers class"
     )
@@ -94,7 +96,7 @@ def resolve_auto_class(auto_class: str | type | None, architectures: list[str] |
 def resolve_dtype(dtype: str) -> torch.dtype | str:
     """Map the config spelling ("float32", "float16", "bfloat16", "auto") to what from_pretrained takes."""
     if dtype not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
+        raise ConfigError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}")
     return _DTYPES[dtype]
 
 
@@ -103,6 +105,18 @@ def default_device_map(device_map: str | dict | None) -> str | dict | None:
     if device_map is not None:
         return device_map
     return "cuda" if torch.cuda.is_available() else None
+
+
+def actor_device_map(num_gpus: float, device_map: str | dict | None = None) -> str | dict:
+    """Where a model actor puts its model: ``device_map`` when given; else the actor's GPUs
+    (Ray makes only those visible: one is ``"cuda"``, several are sharded by accelerate's
+    ``"auto"``); else ``"cpu"``, also when a GPU is visible to an actor that reserved none
+    (it must not take memory that Ray gave to another actor)."""
+    if device_map is not None:
+        return device_map
+    if num_gpus and torch.cuda.is_available():
+        return "auto" if num_gpus > 1 else "cuda"
+    return "cpu"
 
 
 def is_causal_config(config: Any) -> bool:

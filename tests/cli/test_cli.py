@@ -106,3 +106,16 @@ def test_console_script_exits_fast_but_delivers_its_output_and_exit_code(tmp_pat
     missing = subprocess.run([*script, "inspect", str(tmp_path / "nothing")], capture_output=True,
                              text=True, timeout=120, env=env)
     assert missing.returncode == 2 and "no activation store" in missing.stderr
+
+
+@pytest.mark.ray
+def test_unknown_auto_class_is_a_one_line_error(ray_local, minilm_path, tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("one line\n")
+    code = main(["extract", "--model", minilm_path, "--corpus", str(corpus), "--out",
+                 str(tmp_path / "out"), "--auto-class", "AutoModelForBogus"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "AutoModelForBogus" in err and "AutoModelForSequenceClassification" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out" / "manifest.json").exists()

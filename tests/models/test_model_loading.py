@@ -100,3 +100,16 @@ def test_slow_tokenizer_is_refused(monkeypatch, tiny_bert_path):
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: slow)
     with pytest.raises(ModelLoadError, match="fast tokenizer"):
         load_model_and_tokenizer(tiny_bert_path)
+
+
+def test_actor_device_map_keeps_cpu_actors_off_a_visible_gpu(monkeypatch):
+    from raypipe.models.loading import actor_device_map
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU node
+    assert actor_device_map(0) == "cpu"          # reserved no GPU: must not take one
+    assert actor_device_map(1) == "cuda"         # Ray made its one GPU visible
+    assert actor_device_map(0.5) == "cuda"       # a fraction of one
+    assert actor_device_map(2) == "auto"         # sharded across its GPUs by accelerate
+    assert actor_device_map(2, {"": "cuda:1"}) == {"": "cuda:1"}  # given: used as is
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert actor_device_map(1) == "cpu"          # asked for a GPU where there is none
