@@ -41,9 +41,10 @@ def require_at_least_one(config: Any, *names: str) -> None:
 
 
 # Fields that change how a job runs but not what it writes; left out of the config hash so a
-# resumed job may use more actors, other GPUs or another batch budget.
+# resumed job may use more actors, other GPUs or another batch budget, and may name its store
+# ``runs/a``, ``./runs/a`` or by its absolute path (or a copy of it moved elsewhere).
 RUNTIME_ONLY = frozenset({"actors", "num_gpus", "num_cpus", "torch_threads", "address",
-                          "batch_tokens", "progress"})
+                          "batch_tokens", "progress", "device_map", "out"})
 
 
 @dataclass

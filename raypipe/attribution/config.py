@@ -4,15 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from raypipe.config import DTYPES, ConfigError, _opt, require_at_least_one, require_fields
+from raypipe.config import (DTYPES, RUNTIME_ONLY, ConfigError, _opt, require_at_least_one,
+                            require_fields)
 from raypipe.granularity import Aggregation, Granularity
 
 PERTURBATION = ("occlusion", "feature_ablation", "lime", "kernel_shap", "sobol")
 GRADIENT = ("saliency", "input_x_gradient", "integrated_gradients", "smooth_grad", "gradient_shap")
 METHODS = PERTURBATION + GRADIENT
 TASKS = ("auto", "classification", "generation")
-RUNTIME_ONLY = frozenset({"actors", "num_gpus", "num_cpus", "torch_threads", "address",
-                          "batch_tokens", "progress"})
 
 
 @dataclass

@@ -126,6 +126,9 @@ class StoreWriter:
                       "raypipe_version": header.get("raypipe_version") or _installed_version(),
                       "config_hash": config_hash, "status": "running"}
         self._header = {k: v for k, v in header.items() if k != "raypipe_version"}
+        if old is not None:  # same job: keep what it learnt while running (e.g. hidden sizes)
+            learnt = {k: v for k, v in old.items() if k not in RESERVED_KEYS and k not in header}
+            self._header = learnt | self._header
         self._summary: dict | None = None
         self._fs.create_dir(self._base, recursive=True)
         with self._lock:

@@ -11,7 +11,7 @@ import pytest
 from raypipe.store import ActivationStore, ShardRecord, StoreExistsError, StoreWriter, write_shard
 from raypipe.store import shard_writer
 
-from tests.store.store_factories import make_header, make_units
+from tests.store.store_factories import DIMS, make_header, make_units
 
 
 def test_write_shard_record_matches_the_file(tmp_path):
@@ -130,3 +130,19 @@ def test_shard_record_round_trips_through_json():
     assert ShardRecord.from_dict(json.loads(json.dumps(asdict(rec)))) == rec
     with pytest.raises(ValueError, match="extra"):
         ShardRecord.from_dict({**asdict(rec), "extra": 1})
+
+
+def test_reopening_a_store_keeps_what_the_job_learnt(tmp_path):
+    """A re-run of a finished job (``make demo`` twice) or a resume that dies before its first
+    shard must not lose facts recorded while the first run went on, such as hidden sizes."""
+    header = {k: v for k, v in make_header().items() if k != "hidden_sizes"}
+    first = StoreWriter(str(tmp_path), header, "h")
+    first.update_header(hidden_sizes=dict(DIMS))
+    first.finalize({"docs": 0})
+    again = StoreWriter(str(tmp_path), header, "h")          # no shard arrives this time
+    assert again.manifest["hidden_sizes"] == DIMS
+    on_disk = json.loads((tmp_path / "manifest.json").read_text())
+    assert on_disk["hidden_sizes"] == DIMS and on_disk["status"] == "running"
+    # what the new run's header says wins over the old manifest
+    newer = StoreWriter(str(tmp_path), header | {"model": "tiny-bert-renamed"}, "h")
+    assert newer.manifest["model"] == "tiny-bert-renamed"
