@@ -68,7 +68,10 @@ class ExtractConfig:
     max_docs: int | None = _opt(None, "only the first N documents of the corpus")
     dtype: str = _opt("float32", "model compute dtype: float32, float16, bfloat16")
     store_dtype: str | None = _opt(None, "dtype of stored activations (default: same as --dtype)")
-    max_length: int | None = _opt(None, "tokens per sequence (default: the model's maximum)")
+    max_length: int | None = _opt(None, "tokens per sequence (default: the model's maximum); more "
+                                  "than the model's position table is an error")
+    max_length_cap: int | None = _opt(None, "without --max-length: the model's maximum, but at most "
+                                      "this many tokens (raypipe mine: 256)")
     overflow: str = _opt("truncate", "documents longer than max_length: 'truncate' (counted and "
                          "reported) or 'window' (consecutive windows, every token kept)")
     padding_side: str = _opt("right", "padding side for batches; right is exact for encoders and "
@@ -111,8 +114,9 @@ class ExtractConfig:
         if self.store_dtype not in DTYPES:
             raise ConfigError(f"store_dtype={self.store_dtype!r} is not one of {', '.join(DTYPES)}")
         require_at_least_one(self, "actors", "batch_tokens", "docs_per_shard")
-        if self.max_length is not None and self.max_length < 2:
-            raise ConfigError(f"max_length must be >= 2, got {self.max_length}")
+        for name in ("max_length", "max_length_cap"):
+            if getattr(self, name) is not None and getattr(self, name) < 2:
+                raise ConfigError(f"{name} must be >= 2, got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -32,7 +32,8 @@ class MineConfig:
     aggregation: str = _opt("mean", "aggregation for word/sentence/sample units")
     text_column: str = _opt("text", "text column of table corpora")
     max_docs: int | None = _opt(None, "only the first N documents")
-    max_length: int | None = _opt(256, "tokens per document")
+    max_length: int | None = _opt(None, "tokens per document (default: the model's maximum, at "
+                                  "most 256)")
     method: str = _opt("topk_sae", "dictionary method (see `raypipe fit --help`)")
     concepts: int = _opt(128, "number of concepts")
     top_k: int = _opt(8, "active concepts per unit (TopK SAEs)")
@@ -74,7 +75,7 @@ def mine_concepts(config: MineConfig) -> dict:
         model=config.model, corpus=config.corpus, out=str(p["activations"]),
         split_points=[config.split_point], granularity=config.granularity,
         aggregation=config.aggregation, text_column=config.text_column, max_docs=config.max_docs,
-        max_length=config.max_length, docs_per_shard=config.docs_per_shard, actors=config.actors,
+        max_length=config.max_length, max_length_cap=256, docs_per_shard=config.docs_per_shard, actors=config.actors,
         num_gpus=config.num_gpus, address=config.address, progress=config.progress))
     holdout = config.holdout_shards
     if holdout is None:

@@ -35,8 +35,10 @@ class AttributeConfig:
     n_samples: int = _opt(64, "perturbations per document (lime, kernel_shap, sobol) or samples/steps "
                           "(integrated_gradients, smooth_grad, gradient_shap)")
     seed: int = _opt(0, "seed: the same config gives the same scores whatever the actors/batches")
-    baseline: str = _opt("mask", "what replaces a removed unit: mask, pad, unk, remove (drop from "
-                         "the attention mask), or a token id; 'mask' falls back to pad without one")
+    baseline: str = _opt("mask", "what replaces a removed unit: mask, pad, unk, remove (an "
+                         "encoder: dropped from the attention mask; a causal model: its tokens "
+                         "deleted), or a token id; 'mask' falls back to pad without one; for "
+                         "gradient methods the baseline token's embedding, 'remove' = zeros")
     reduction: str = _opt("auto", "gradient methods: reduction over the embedding dim: sum (signed; "
                           "IG completeness), l2, abs_sum; auto = l2 for saliency and smooth_grad "
                           "(LayerNorm makes their plain gradient sum to ~0), sum otherwise")

@@ -16,7 +16,7 @@ from raypipe.attribution.config import AttributeConfig
 from raypipe.busy_time import ModelStageTimes, StageTime
 from raypipe.config import ConfigError
 from raypipe.corpus import open_corpus
-from raypipe.extraction.plan import model_max_length
+from raypipe.extraction.plan import resolve_max_length
 from raypipe.runtime import (cpu_task_concurrency, fault_hook_args, init_ray,
                              plan_while_ray_starts, progress_bar, quiet_ray_data)
 from raypipe.store import ATTRIBUTION_FORMAT, ShardRecord, StoreWriter
@@ -82,13 +82,12 @@ def attribute(config: AttributeConfig) -> AttributeResult:
         if config.target_column and kind != "generation":
             raise ConfigError("--target-column names a continuation to explain: it needs a causal "
                               f"LM (generation), but {type(meta).__name__} is a classifier")
-        max_length = config.max_length or model_max_length(meta.config, tokenizer)
+        max_length = resolve_max_length(config.max_length, meta, tokenizer)
         id2label = {str(k): v for k, v in (getattr(meta.config, "id2label", None) or {}).items()}
-        if not config.is_gradient:
-            try:  # here, with the real tokenizer, rather than in every CPU task later
-                resolve_baseline(effective_baseline(config.baseline, tokenizer), tokenizer)
-            except ValueError as error:
-                raise ConfigError(f"--baseline {config.baseline}: {error}") from None
+        try:  # here, with the real tokenizer, rather than in every CPU task or actor later
+            resolve_baseline(effective_baseline(config.baseline, tokenizer), tokenizer)
+        except ValueError as error:
+            raise ConfigError(f"--baseline {config.baseline}: {error}") from None
         return kind, max_length, id2label, backend_spec(tokenizer)
 
     # Ray starts while the model is checked on the meta device (both take seconds).

@@ -14,7 +14,7 @@ import torch
 from raypipe.batching import resolve_batch_tokens, tokenize_documents
 from raypipe.corpus import Document
 from raypipe.extraction.forward import UNIT_COLUMNS, document_activations, pad_token_id, unit_rows
-from raypipe.extraction.plan import model_max_length
+from raypipe.extraction.plan import resolve_max_length
 from raypipe.granularity import Granularity
 
 
@@ -41,7 +41,7 @@ def get_activations(model, texts: Sequence[str], *, granularity: str = "token",
                     ) -> UnitActivations | PaddedActivations:
     """Activations of ``texts`` at ``model``'s split points (``model`` is a SplitModel)."""
     gran = Granularity.parse(granularity)
-    max_length = max_length or model_max_length(model.hf_model.config, model.tokenizer)
+    max_length = resolve_max_length(max_length, model.hf_model, model.tokenizer)
     documents = [Document(doc_id=i, text=t, position=i) for i, t in enumerate(texts)]
     unit_kind = Granularity.ALL_TOKENS if gran is Granularity.ALL else gran
     if gran is Granularity.ALL and overflow != "truncate":

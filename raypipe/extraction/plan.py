@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raypipe.config import ExtractConfig
+from raypipe.config import ConfigError, ExtractConfig
 from raypipe.corpus import CorpusSource, open_corpus
 
 
@@ -28,6 +28,7 @@ class ExtractPlan:
 def plan_extraction(config: ExtractConfig) -> ExtractPlan:
     from raypipe.batching.backend import backend_spec
     from raypipe.models import resolve_split_points
+    from raypipe.models.loading import is_causal_config
     from raypipe.models.meta_model import load_meta_model
 
     corpus = open_corpus(config.corpus, text_column=config.text_column, id_column=config.id_column,
@@ -36,7 +37,14 @@ def plan_extraction(config: ExtractConfig) -> ExtractPlan:
     meta, tokenizer = load_meta_model(config.model, auto_class=config.auto_class,
                                       trust_remote_code=config.trust_remote_code)
     split_points = resolve_split_points(meta, config.split_points)
-    max_length = config.max_length or model_max_length(meta.config, tokenizer)
+    if config.padding_side == "left" and not is_causal_config(meta.config):
+        raise ConfigError(
+            f"padding_side='left' with {type(meta).__name__}: an encoder counts positions from the "
+            "first slot, so left padding would shift every real token's position; use right "
+            "padding (the default), which is exact for encoders and causal LMs alike")
+    max_length = resolve_max_length(config.max_length, meta, tokenizer)
+    if config.max_length is None and config.max_length_cap is not None:
+        max_length = min(max_length, config.max_length_cap)
     step = config.docs_per_shard
     shards = [(i, start, min(start + step, n_docs)) for i, start in enumerate(range(0, n_docs, step))]
     return ExtractPlan(corpus, n_docs, split_points, max_length, config.model,
@@ -52,3 +60,35 @@ def model_max_length(model_config, tokenizer) -> int:
     if isinstance(tok_limit, int) and 0 < tok_limit < 1_000_000:
         limits.append(tok_limit)
     return min(limits) if limits else 512
+
+
+def position_table_size(model) -> int | None:
+    """Rows of the model's learned absolute position table (BERT, GPT-2, RoBERTa...), net of a
+    padding offset (RoBERTa counts positions from ``padding_idx + 1``); None for models whose
+    positions are computed (rotary, ALiBi), which take longer inputs without an index error."""
+    import torch
+
+    sizes = []
+    for name, module in model.named_modules():
+        leaf = name.rsplit(".", 1)[-1]
+        if isinstance(module, torch.nn.Embedding) and ("position" in leaf or leaf == "wpe"):
+            offset = 0 if module.padding_idx is None else module.padding_idx + 1
+            sizes.append(module.num_embeddings - offset)
+    return min(sizes) if sizes else None
+
+
+def resolve_max_length(requested: int | None, model, tokenizer) -> int:
+    """``requested`` (checked against the model's position table), else the model's maximum.
+
+    Raises:
+        ConfigError: ``requested`` exceeds the position table, which would fail with an index
+            error inside every actor (or silently wrap on some devices).
+    """
+    if requested is None:
+        return model_max_length(model.config, tokenizer)
+    table = position_table_size(model)
+    if table is not None and requested > table:
+        raise ConfigError(f"max_length={requested} is longer than {type(model).__name__}'s "
+                          f"position table ({table} positions); use --max-length {table} or less, "
+                          "or --overflow window to keep every token of longer documents")
+    return requested

@@ -203,7 +203,7 @@ def concept_gradients_job(config: ConceptGradientConfig) -> dict:
     from raypipe import __version__
     from raypipe.concepts.concept_model import ConceptModel
     from raypipe.corpus import open_corpus
-    from raypipe.extraction.plan import model_max_length
+    from raypipe.extraction.plan import resolve_max_length
     from raypipe.interpretation.concept_gradients import module_path
     from raypipe.models.meta_model import load_meta_model
     from raypipe.store import StoreWriter
@@ -218,7 +218,7 @@ def concept_gradients_job(config: ConceptGradientConfig) -> dict:
                           "--split-point (the module whose activations it was fitted on)")
     meta, tokenizer = load_meta_model(config.model, auto_class=config.auto_class)
     path = module_path(meta, split)   # resolved (and checked) on the driver, before any actor
-    max_length = config.max_length or model_max_length(meta.config, tokenizer)
+    max_length = resolve_max_length(config.max_length, meta, tokenizer)
     fingerprint = {"corpus": corpus.describe(), "concepts": concepts_fingerprint(config.concepts)}
     header = {"raypipe_version": __version__, "model": config.model, "split_point": path,
               "concept_method": concepts.method, "n_concepts": concepts.n_concepts,

@@ -158,6 +158,8 @@ def test_an_impossible_baseline_fails_in_the_plan_naming_it(ray_local, classifie
     refused on the driver, with the real tokenizer, before anything is written."""
     from raypipe.config import ConfigError
 
-    with pytest.raises(ConfigError, match=r"--baseline -5: baseline token id must be >= 0"):
-        run(classifier, tmp_path / "neg", method="occlusion", baseline="-5")
-    assert not (tmp_path / "neg" / "shards").exists() or not list((tmp_path / "neg" / "shards").iterdir())
+    for method in ("occlusion", "integrated_gradients"):  # gradient baselines are ids too
+        with pytest.raises(ConfigError, match=r"--baseline -5: baseline token id must be >= 0"):
+            run(classifier, tmp_path / method, method=method, baseline="-5")
+        shards = tmp_path / method / "shards"
+        assert not shards.exists() or not list(shards.iterdir())

@@ -1,0 +1,51 @@
+"""The driver's plan fails fast, before Ray or any write, on settings the actors could not run."""
+from __future__ import annotations
+
+import pytest
+
+from raypipe.config import ConfigError, ExtractConfig
+from raypipe.extraction.plan import plan_extraction, position_table_size
+
+TEXTS = ["a first document", "a second one"]
+
+
+def config(model: str, tmp_path, **kw) -> ExtractConfig:
+    return ExtractConfig(model=model, corpus=TEXTS, out=str(tmp_path / "s"), split_points=[1], **kw)
+
+
+def test_plan_resolves_split_points_and_the_models_max_length(minilm_path, tmp_path):
+    plan = plan_extraction(config(minilm_path, tmp_path))
+    assert plan.split_points == ["encoder.layer.1"] and plan.max_length == 512
+    assert plan_extraction(config(minilm_path, tmp_path, max_length=64)).max_length == 64
+
+
+def test_max_length_beyond_the_position_table_is_refused(minilm_path, tmp_path):
+    with pytest.raises(ConfigError, match=r"max_length=600 .*512 positions.*--max-length 512"):
+        plan_extraction(config(minilm_path, tmp_path, max_length=600))
+    assert not (tmp_path / "s").exists()
+
+
+def test_left_padding_is_refused_for_encoders_only(minilm_path, tiny_gpt2_path, tmp_path):
+    with pytest.raises(ConfigError, match="right padding"):
+        plan_extraction(config(minilm_path, tmp_path, padding_side="left"))
+    assert plan_extraction(config(tiny_gpt2_path, tmp_path, padding_side="left")).split_points
+
+
+def test_position_table_size_of_computed_and_offset_positions():
+    from accelerate import init_empty_weights
+    from transformers import LlamaConfig, LlamaModel, RobertaConfig, RobertaModel
+
+    with init_empty_weights():
+        llama = LlamaModel(LlamaConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
+                                       intermediate_size=32))
+        roberta = RobertaModel(RobertaConfig(num_hidden_layers=1, max_position_embeddings=514))
+    assert position_table_size(llama) is None   # rotary: no table to overrun
+    assert position_table_size(roberta) == 512  # positions start at padding_idx + 1 = 2
+
+
+def test_max_length_cap_bounds_the_models_maximum_only(minilm_path, tiny_bert_path, tmp_path):
+    assert plan_extraction(config(minilm_path, tmp_path, max_length_cap=256)).max_length == 256
+    assert plan_extraction(config(tiny_bert_path, tmp_path, max_length_cap=256)).max_length == 128
+    # an explicit --max-length is taken as asked (and checked), the cap does not apply to it
+    assert plan_extraction(config(minilm_path, tmp_path, max_length=300,
+                                  max_length_cap=256)).max_length == 300
