@@ -74,7 +74,7 @@ def interpret_concepts(config: InterpretConfig) -> dict:
             parts.append(ray.get(done[0]))
             bar.update(1)
     merged = merge_topk(parts, config.top_k)
-    units = store.units()
+    units = store.store_order_units()  # merged rows index the store in shard order
     top = top_table(merged, units, config.context)
     concepts = concept_table(merged, top)
     out = Path(config.out)

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from raypipe.store.layout import MANIFEST_NAME, resolve_store
+from raypipe.store.layout import MANIFEST_NAME, resolve_store, same_doc_id_type
 from raypipe.store.manifest import read_manifest
 from raypipe.store.shard_writer import ShardRecord
 
@@ -40,9 +40,11 @@ def attribution_schema(doc_id_type: pa.DataType = pa.int64()) -> pa.Schema:
 
 def build_attribution_table(rows: list[dict]) -> pa.Table:
     """Rows (dicts with the schema's keys; missing optional ones are null) → a shard table."""
-    doc_type = pa.string() if any(isinstance(r["doc_id"], str) for r in rows) else pa.int64()
-    schema = attribution_schema(doc_type)
+    strings = any(isinstance(r["doc_id"], str) for r in rows)  # then all ids as strings
+    schema = attribution_schema(pa.string() if strings else pa.int64())
     columns = {f.name: [r.get(f.name) for r in rows] for f in schema}
+    if strings:
+        columns["doc_id"] = [str(d) for d in columns["doc_id"]]
     return pa.table(columns, schema=schema)
 
 
@@ -71,6 +73,6 @@ class AttributionStore:
         for rec in self.shards:
             with self._fs.open_input_file(f"{self._base}/{rec.name}") as f:
                 tables.append(pq.read_table(f))
-        table = pa.concat_tables(tables, promote_options="default")
+        table = pa.concat_tables(same_doc_id_type(tables), promote_options="default")
         order = pc.sort_indices(table, sort_keys=[("doc_id", "ascending"), ("target", "ascending")])
         return table.take(order)

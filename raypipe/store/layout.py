@@ -230,12 +230,31 @@ def _to_arrow(values) -> pa.Array:
 
 
 def _doc_id_array(doc_id) -> pa.Array:
-    arr = _to_arrow(doc_id)
+    try:
+        arr = _to_arrow(doc_id)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # ints and strings mixed (a JSONL id field)
+        arr = pa.array([str(v) for v in doc_id], pa.string())
     if pa.types.is_integer(arr.type) or (pa.types.is_null(arr.type) and len(arr) == 0):
         return arr.cast(pa.int64())
     if pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type):
         return arr.cast(pa.string())
     raise TypeError(f"doc_id must be integers or strings, got Arrow type {arr.type}")
+
+
+def same_doc_id_type(tables: list[pa.Table]) -> list[pa.Table]:
+    """Shard tables with one ``doc_id`` type, ready to concatenate: strings when some shards
+    hold integer ids and others strings (a JSONL id field mixing both); an empty shard's
+    column takes the others' type."""
+    types = {t.schema.field("doc_id").type for t in tables if t.num_rows}
+    target = pa.string() if len(types) > 1 else next(iter(types), pa.int64())
+    out = []
+    for t in tables:
+        at = t.schema.get_field_index("doc_id")
+        if t.schema.field(at).type != target:
+            t = t.set_column(at, t.schema.field(at).with_type(target),  # keeps "not null"
+                             t.column(at).cast(target))
+        out.append(t)
+    return out
 
 
 def _typed_array(values, typ: pa.DataType, name: str) -> pa.Array:

@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from raypipe.store.layout import (MANIFEST_NAME, METADATA_COLUMNS, SHARDS_DIR,
                                   activation_columns, decode_activations,
-                                  decode_activations_into, resolve_store)
+                                  decode_activations_into, resolve_store, same_doc_id_type)
 from raypipe.store.manifest import read_manifest
 from raypipe.store.shard_writer import ShardRecord
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     import torch
 
 _HASH_CHUNK = 8 * 2**20
+
 
 
 class ActivationStore:
@@ -114,14 +116,34 @@ class ActivationStore:
             raise KeyError(f"unknown metadata columns {bad}; valid: {list(METADATA_COLUMNS)}")
 
     def units(self) -> pa.Table:
-        """``doc_id, unit, text, char_start, char_end`` of every row, in store order."""
+        """``doc_id, unit, text, char_start, char_end`` of every row, sorted by (doc_id, unit).
+
+        With positional ids (the default) that is store order. With ``--id-column`` the rows
+        are reordered by id (``to_numpy`` follows the same order); shards whose ids were
+        integers and shards whose ids were strings (a JSONL column mixing both, or a shard of
+        empty documents) are read as strings together.
+        """
+        table = self.store_order_units()
+        return table if self._order is None else table.take(pa.array(self._order))
+
+    def store_order_units(self) -> pa.Table:
+        """The rows of `units` in store order (shard by shard): what row indices of
+        `iter_batches` and the per-shard jobs (top activations) refer to."""
         tables = [self._read(r, list(METADATA_COLUMNS)) for r in self.shards]
         if not tables:
             return pa.table({"doc_id": pa.array([], pa.int64()), "unit": pa.array([], pa.int32()),
                              "text": pa.array([], pa.string()),
                              "char_start": pa.array([], pa.int64()),
                              "char_end": pa.array([], pa.int64())})
-        return pa.concat_tables(tables)
+        return pa.concat_tables(same_doc_id_type(tables))
+
+    @cached_property
+    def _order(self) -> np.ndarray | None:
+        """Permutation of store order into (doc_id, unit) order; None when they agree."""
+        table = self.store_order_units().select(["doc_id", "unit"])
+        order = pc.sort_indices(table, sort_keys=[("doc_id", "ascending"), ("unit", "ascending")])
+        order = order.to_numpy()
+        return None if np.array_equal(order, np.arange(len(order))) else order
 
     def to_numpy(self, split: str | int | None = None) -> np.ndarray:
         """All rows of one split point → float32 ``(rows, d)``, in ``units()`` order."""
@@ -139,7 +161,7 @@ class ActivationStore:
         if row != len(out):
             raise ValueError(f"store {self.path!r} shards hold {row} rows, the manifest lists "
                              f"{len(out)}; run verify() to list damaged shards")
-        return out
+        return out if self._order is None else out[self._order]
 
     def to_torch(self, split: str | int | None = None,
                  dtype: torch.dtype | None = None) -> torch.Tensor:

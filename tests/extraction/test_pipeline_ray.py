@@ -177,3 +177,31 @@ def test_other_config_into_existing_store_is_refused_and_keeps_data(reference, m
         extract_activations(job(minilm_path, out, granularity="word"))
     assert (out / "manifest.json").read_text() == before
     assert ActivationStore(str(out)).verify() == []
+
+
+def test_id_column_job_is_read_back_sorted_by_id(ray_local, minilm_path, tmp_path):
+    """``--id-column`` with ids out of corpus order and mixing ints and strings (JSONL), and a
+    shard holding only empty documents: units() is sorted by (doc_id, unit), to_numpy follows
+    it, and every vector is the one of the reference job at the same document position."""
+    ids = ["k", 3, "b", "a", "z", 10]                 # corpus positions 0..5
+    texts = ["cats and dogs", "a second text", "", "   ", "tokens here", "last one"]
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in zip(ids, texts)))
+    out = tmp_path / "ids"
+    extract_activations(job(minilm_path, out, corpus=str(corpus), id_column="id", docs_per_shard=2,
+                            split_points=[1]))
+    store = ActivationStore(str(out))
+    units = store.units()
+    keys = list(zip(units.column("doc_id").to_pylist(), units.column("unit").to_pylist()))
+    assert keys == sorted(keys) and {d for d, _ in keys} == {"k", "3", "z", "10"}
+    plain = extract_activations(job(minilm_path, tmp_path / "plain", corpus=texts, split_points=[1],
+                                    docs_per_shard=2))
+    assert plain.documents == 4
+    ref = ActivationStore(str(tmp_path / "plain"))
+    ref_units = ref.units()
+    position = {str(i): p for p, i in enumerate(ids)}
+    ref_row = {(d, u): r for r, (d, u) in enumerate(zip(ref_units.column("doc_id").to_pylist(),
+                                                       ref_units.column("unit").to_pylist()))}
+    x, x_ref = store.to_numpy("encoder.layer.1"), ref.to_numpy("encoder.layer.1")
+    for row, (doc, unit) in enumerate(keys):
+        np.testing.assert_array_equal(x[row], x_ref[ref_row[(position[doc], unit)]])

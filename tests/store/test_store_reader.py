@@ -195,3 +195,38 @@ def test_shuffle_buffer_emits_a_uniform_subset_and_keeps_every_other_row():
     expected = 1500 * 10 / 75
     assert np.all(np.abs(counts - expected) < 0.35 * expected)  # every row equally likely
     assert abs(counts[:25].mean() - counts[50:].mean()) < 0.06 * expected  # old rows as new
+
+
+def test_id_column_stores_are_read_sorted_by_id_with_vectors_in_the_same_order(tmp_path):
+    """``--id-column`` ids follow corpus order, not id order; a JSONL id field may mix ints and
+    strings; a shard of empty documents has no ids to type. units() and to_numpy() still agree,
+    sorted by (doc_id, unit), with every id read as a string."""
+    from raypipe.store import build_shard_table
+
+    rng = np.random.default_rng(3)
+    root = str(tmp_path / "store")
+    writer = StoreWriter(root, make_header(), "h")
+    shards = [["zeta", "alpha"], [7, "beta"], []]        # mixed in shard 1; shard 2 all empty
+    rows = []                                             # (doc_id as str, unit, {split: vector})
+    for shard_id, ids in enumerate(shards):
+        doc_id = [d for d in ids for _ in range(2)]
+        unit = [u for _ in ids for u in range(2)]
+        acts = {p: rng.standard_normal((len(doc_id), d)).astype(np.float32) for p, d in DIMS.items()}
+        table = build_shard_table(doc_id, unit, [f"{d}/{u}" for d, u in zip(doc_id, unit)],
+                                  np.zeros(len(unit), int), np.ones(len(unit), int), acts, "float32")
+        writer.record(write_shard(root, shard_id, table, doc_start=2 * shard_id,
+                                  doc_end=2 * shard_id + len(ids)))
+        rows += [(str(d), u, {p: acts[p][i] for p in SPLITS}) for i, (d, u) in enumerate(zip(doc_id, unit))]
+    writer.finalize({})
+    store = ActivationStore(root)
+    units = store.units()
+    assert units.schema.field("doc_id").type == pa.string()
+    keys = list(zip(units.column("doc_id").to_pylist(), units.column("unit").to_pylist()))
+    expected = sorted(rows, key=lambda r: (r[0], r[1]))
+    assert keys == [(d, u) for d, u, _ in expected]
+    assert keys[0] == ("7", 0) and keys[-1] == ("zeta", 1)
+    assert units.column("text").to_pylist() == [f"{d}/{u}" for d, u in keys]
+    for p in SPLITS:
+        np.testing.assert_array_equal(store.to_numpy(p), np.stack([r[2][p] for r in expected]))
+    # store order stays available for row indices of per-shard jobs
+    assert store.store_order_units().column("doc_id").to_pylist()[:2] == ["zeta", "zeta"]
