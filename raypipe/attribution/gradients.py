@@ -80,6 +80,7 @@ def gradient_attributions(
     reduction: str = "sum",
     tokenizer: Any = None,
     target_ids: torch.Tensor | None = None,
+    batch_tokens: int | None = None,
 ) -> torch.Tensor:
     """Signed token scores of ``method`` for one document ``(1, l)`` or a batch ``(n, l)``.
 
@@ -104,6 +105,9 @@ def gradient_attributions(
         tokenizer: gives the special-token ids kept in the baseline and the baseline token ids;
             without it they come from ``model.config`` (pad / bos / eos / sep / cls ids).
         target_ids: generation continuation ``(T,)`` or ``(n, T)`` (e.g. from generate_target).
+        batch_tokens: padded tokens one integrated-gradients pass may hold (forward and
+            backward): its ``n x n_samples`` interpolated rows are cut into passes of at most
+            ``max(n, batch_tokens // l)`` rows; None: `IG_ROWS_PER_PASS` rows.
 
     Returns:
         ``(n, l)`` for classification, ``(n, T, l)`` for generation (one gradient per
@@ -145,7 +149,8 @@ def gradient_attributions(
                 return class_scores_from_embeddings(model, x, m, mode)
 
             attr = _run_method(
-                method, forward, embeds, base, (mask,), classes, n_samples, seed, noise
+                method, forward, embeds, base, (mask,), classes, n_samples, seed, noise,
+                batch_tokens,
             )  # (n, l, d)
             return (_reduce(attr, reduction) * mask).detach().to(out_device)
 
@@ -157,7 +162,8 @@ def gradient_attributions(
         per_token = [
             _reduce(
                 _run_method(
-                    method, forward, embeds, base, (mask, continuation), j, n_samples, seed, noise
+                    method, forward, embeds, base, (mask, continuation), j, n_samples, seed, noise,
+                    batch_tokens,
                 ),
                 reduction,
             )
@@ -204,6 +210,7 @@ def _run_method(
     n_samples: int,
     seed: int,
     noise: float,
+    batch_tokens: int | None = None,
 ) -> torch.Tensor:
     """Attribution ``(n, l, d)`` of ``forward(embeds, *extra_args)[:, target]`` under ``method``.
 
@@ -228,14 +235,15 @@ def _run_method(
             inputs, target=_captum_target(target), additional_forward_args=extra_args
         )
     if method == "integrated_gradients":
-        n = embeds.shape[0]
+        n, length = embeds.shape[:2]
+        per_pass = IG_ROWS_PER_PASS if batch_tokens is None else batch_tokens // max(length, 1)
         return IntegratedGradients(forward).attribute(
             inputs,
             baselines=base,
             target=_captum_target(target),
             additional_forward_args=extra_args,
             n_steps=n_samples,
-            internal_batch_size=max(n, IG_ROWS_PER_PASS),
+            internal_batch_size=max(n, per_pass),  # captum takes no fewer rows than n
         )
     # stochastic methods: one row at a time, cut to its real tokens, each with the same seed, so
     # a row draws the same noise whatever its batch and padding

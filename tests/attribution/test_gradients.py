@@ -208,3 +208,27 @@ def test_invalid_arguments_name_the_valid_choices(bert_classifier, encode):
         gradient_attributions("saliency", *args[:3], torch.tensor([0, 1, 1]))
     with pytest.raises(ValueError, match="target_ids"):
         gradient_attributions("saliency", *args[:3], None, kind="generation")
+
+
+def test_integrated_gradients_passes_hold_the_token_budget(bert_classifier, encode):
+    """n x n_samples interpolated rows are cut into passes of max(n, batch_tokens // l) rows
+    (a GPU holds forward *and* backward activations of each pass); the scores do not change."""
+    model, tokenizer = bert_classifier
+    batch = encode(tokenizer, TEXTS)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    n, length = ids.shape
+    rows_per_pass = []
+    handle = model.register_forward_pre_hook(
+        lambda _m, args, kwargs: rows_per_pass.append(kwargs["inputs_embeds"].shape[0]),
+        with_kwargs=True)
+    try:
+        default = gradient_attributions("integrated_gradients", model, ids, mask, 1,
+                                        n_samples=16, tokenizer=tokenizer)
+        assert max(rows_per_pass) == n * 16        # 32 rows: within the default 64 a pass
+        rows_per_pass.clear()
+        small = gradient_attributions("integrated_gradients", model, ids, mask, 1, n_samples=16,
+                                      tokenizer=tokenizer, batch_tokens=4 * length)
+    finally:
+        handle.remove()
+    assert max(rows_per_pass) <= 4 and sum(rows_per_pass) == n * 16
+    torch.testing.assert_close(small, default, rtol=1e-4, atol=1e-6)
