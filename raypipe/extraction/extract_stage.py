@@ -26,7 +26,7 @@ import torch
 from raypipe.batching import resolve_batch_tokens
 from raypipe.busy_time import BusyClock
 from raypipe.config import ExtractConfig
-from raypipe.extraction.forward import UNIT_COLUMNS, document_activations, unit_rows
+from raypipe.extraction.forward import UNIT_COLUMNS, unit_activations
 from raypipe.granularity import Aggregation
 from raypipe.runtime import maybe_die
 from raypipe.store import build_shard_table, write_shard
@@ -86,11 +86,9 @@ class ExtractShard:
     def _model_work(self, docs: list):
         """On the torch thread: the shard's table (forward, units, store dtype) and the seconds
         its forward took (not counting the wait for the other shard's turn)."""
-        t0 = time.perf_counter()
-        per_doc = document_activations(self.model, docs, batch_tokens=self.batch_tokens,
-                                       padding_side=self.config.padding_side)
-        t_forward = time.perf_counter() - t0
-        columns, acts = unit_rows(docs, per_doc, self.aggregation, self.model.hidden_sizes)
+        columns, acts, t_forward = unit_activations(self.model, docs, batch_tokens=self.batch_tokens,
+                                                    aggregation=self.aggregation,
+                                                    padding_side=self.config.padding_side)
         table = build_shard_table(*(columns[k] for k in UNIT_COLUMNS), acts, self.config.store_dtype)
         return table, t_forward
 

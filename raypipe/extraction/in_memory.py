@@ -13,7 +13,8 @@ import torch
 
 from raypipe.batching import resolve_batch_tokens, tokenize_documents
 from raypipe.corpus import Document
-from raypipe.extraction.forward import UNIT_COLUMNS, document_activations, pad_token_id, unit_rows
+from raypipe.extraction.forward import (UNIT_COLUMNS, document_activations, pad_token_id,
+                                        unit_activations)
 from raypipe.extraction.plan import resolve_max_length
 from raypipe.granularity import Granularity
 
@@ -48,11 +49,10 @@ def get_activations(model, texts: Sequence[str], *, granularity: str = "token",
         raise ValueError("granularity 'all' gives one padded row per text: use overflow='truncate'")
     docs, _ = tokenize_documents(documents, model.tokenizer, max_length=max_length,
                                  overflow=overflow, granularity=unit_kind)
-    per_doc = document_activations(model, docs,
-                                   batch_tokens=resolve_batch_tokens(batch_tokens, model.input_device))
+    budget = resolve_batch_tokens(batch_tokens, model.input_device)
     if gran is Granularity.ALL:
-        return _padded(model, texts, docs, per_doc)
-    columns, acts = unit_rows(docs, per_doc, aggregation, model.hidden_sizes)
+        return _padded(model, texts, docs, document_activations(model, docs, batch_tokens=budget))
+    columns, acts, _ = unit_activations(model, docs, batch_tokens=budget, aggregation=aggregation)
     return UnitActivations(pa.table({k: columns[k] for k in UNIT_COLUMNS}), acts)
 
 

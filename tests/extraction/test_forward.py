@@ -1,0 +1,74 @@
+"""The extraction's model-side math: units reduced while the forwards go on, window by window."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from raypipe.batching import tokenize_documents
+from raypipe.corpus import Document
+from raypipe.extraction import forward
+from raypipe.extraction.forward import document_activations, unit_activations, unit_rows
+from raypipe.models import SplitModel
+from tests.extraction.helpers import load_plain
+
+LONG = " ".join(f"word{i}" for i in range(40))
+TEXTS = [LONG, "a short text", "another short one here", " ".join(f"w{i}" for i in range(25)), "ok"]
+
+
+@pytest.fixture(scope="module")
+def model_and_docs(minilm_path):
+    model = SplitModel(minilm_path, [1, -1], device_map="cpu")
+    docs, stats = tokenize_documents([Document(doc_id=i, text=t, position=i) for i, t in enumerate(TEXTS)],
+                                     model.tokenizer, max_length=12, overflow="window",
+                                     granularity="word")
+    assert max(len(d.windows) for d in docs) >= 3  # several windows, cut into different batches
+    return model, docs
+
+
+@pytest.mark.parametrize("aggregation", ["mean", "max"])
+def test_streamed_units_equal_the_whole_shard_reduced_at_once(model_and_docs, aggregation):
+    model, docs = model_and_docs
+    whole = document_activations(model, docs, batch_tokens=24)
+    columns, acts = unit_rows(docs, whole, aggregation, model.hidden_sizes)
+    s_columns, s_acts, seconds = unit_activations(model, docs, batch_tokens=24,
+                                                  aggregation=aggregation)
+    assert s_columns == columns and seconds > 0
+    for p in model.split_points:
+        torch.testing.assert_close(s_acts[p], acts[p], rtol=0, atol=0)
+
+
+def test_documents_are_reduced_as_soon_as_their_last_window_ran(model_and_docs, monkeypatch):
+    model, docs = model_and_docs
+    reduced = []
+    real = forward._reduce
+    monkeypatch.setattr(forward, "_reduce", lambda d, *a: reduced.append(len(d)) or real(d, *a))
+    forwards = []
+    real_forward = model.forward_activations
+    monkeypatch.setattr(model, "forward_activations",
+                        lambda ids, mask: forwards.append(len(reduced)) or real_forward(ids, mask))
+    unit_activations(model, docs, batch_tokens=24, aggregation="mean")
+    assert sum(reduced) == len(docs) and len(reduced) > 1
+    assert forwards[-1] > 0  # some documents were reduced before the last forward ran
+
+
+def test_windows_equal_a_plain_forward_of_each_window(model_and_docs, minilm_path):
+    """Every window is its own forward: a document's token rows are its windows' outputs in
+    order (independent reference: transformers with a hook, one window at a time)."""
+    model, docs = model_and_docs
+    plain, _ = load_plain(minilm_path)
+    captured = []
+    handle = plain.get_submodule("encoder.layer.1").register_forward_hook(
+        lambda _m, _i, out: captured.append(out[0][0] if isinstance(out, tuple) else out[0]))
+    per_doc = document_activations(model, docs, batch_tokens=24)
+    try:
+        for doc, acts in zip(docs, per_doc):
+            captured.clear()
+            with torch.no_grad():
+                for window in doc.windows:
+                    plain(input_ids=torch.as_tensor(window)[None])
+            torch.testing.assert_close(acts["encoder.layer.1"], torch.cat(captured), atol=1e-5,
+                                       rtol=1e-5)
+    finally:
+        handle.remove()
+    assert np.sum([len(w) for w in docs[0].windows]) == len(per_doc[0]["encoder.layer.1"])
