@@ -8,7 +8,6 @@ aggregated to units.
 """
 from __future__ import annotations
 
-import functools
 import os
 import pickle
 import time
@@ -133,12 +132,11 @@ class ScoreShard:
         kept = (delete_removed(ids, att, self.start_id) for ids, att in zip(w.ids, w.attention))
         return rows + [(ids, np.ones_like(ids)) for ids in kept]
 
-    def _score_packed(self, seqs: list[tuple[np.ndarray, np.ndarray]], width: int, score,
-                      extra_tokens: int = 0) -> np.ndarray:
+    def _score_packed(self, seqs: list[tuple[np.ndarray, np.ndarray]], width: int,
+                      score) -> np.ndarray:
         """``(rows, width)`` float32: ``score(ids, mask)`` over length-sorted token-budget batches
-        of ``seqs`` (ids, attention), back in the order of ``seqs``. ``extra_tokens`` counts
-        tokens ``score`` appends to each row (a continuation) against the budget."""
-        lengths = [len(ids) + extra_tokens for ids, _ in seqs]
+        of ``seqs`` (ids, attention), back in the order of ``seqs``."""
+        lengths = [len(ids) for ids, _ in seqs]
         out = np.zeros((len(seqs), width), np.float32)
         for batch in plan_micro_batches(lengths, self.batch_tokens):
             ids, mask = pad_batch([seqs[i][0] for i in batch], self.pad_id,
@@ -168,20 +166,46 @@ class ScoreShard:
         return targets
 
     def score_continuations(self, work: list) -> None:
-        """Causal LM: score the continuation after every perturbed prompt, one document at a time."""
-        for w in work:
-            target_ids = self._continuation(w)
-            if target_ids is None:
-                continue
-            seqs = self._rows(w)
-            score = functools.partial(self._continuation_scores, target=torch.as_tensor(target_ids))
-            scores = self._score_packed(seqs, len(target_ids), score, extra_tokens=len(target_ids))
-            w.results = self._generation_result(w, target_ids, scores[0])
-            w.results["scores"] = per_mask_row(scores, w.index)
+        """Causal LM: the continuation's scores after every perturbed prompt, the rows of all
+        documents packed together (each row with its own document's continuation)."""
+        items = [(w, t) for w in work if (t := self._continuation(w)) is not None]
+        seqs, targets = [], []
+        for w, target_ids in items:
+            rows = self._rows(w)
+            seqs += rows
+            targets += [target_ids] * len(rows)
+        scores = self._score_continuation_rows(seqs, targets)
+        start = 0
+        for w, target_ids in items:
+            m = len(w.ids) + 1
+            doc_scores = np.stack(scores[start:start + m])          # (m, T)
+            w.results = self._generation_result(w, target_ids, doc_scores[0])
+            w.results["scores"] = per_mask_row(doc_scores, w.index)
+            start += m
 
-    def _continuation_scores(self, ids: torch.Tensor, mask: torch.Tensor,
-                             target: torch.Tensor) -> np.ndarray:
-        return generation_scores(self.model, ids, mask, target, self.config.mode).float().cpu().numpy()
+    def _score_continuation_rows(self, seqs: list[tuple[np.ndarray, np.ndarray]],
+                                 targets: list[np.ndarray]) -> list[np.ndarray]:
+        """``(T_i,)`` float32 scores of continuation ``targets[i]`` after prompt ``seqs[i]``,
+        over length-sorted token-budget batches (prompt and continuation count).
+
+        In a batch, shorter continuations are padded to the longest one's length: the padding
+        tokens come after a row's own continuation, so under causal attention they change
+        none of its scores, which are cut back to ``T_i``.
+        """
+        lengths = [len(ids) + len(t) for (ids, _), t in zip(seqs, targets)]
+        out: list[np.ndarray] = [np.zeros(0, np.float32)] * len(seqs)
+        for batch in plan_micro_batches(lengths, self.batch_tokens):
+            ids, mask = pad_batch([seqs[i][0] for i in batch], self.pad_id,
+                                  masks=[seqs[i][1] for i in batch])
+            width = max(len(targets[i]) for i in batch)
+            target = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            for row, i in enumerate(batch):
+                target[row, :len(targets[i])] = torch.as_tensor(targets[i])
+            scores = generation_scores(self.model, ids, mask, target, self.config.mode)
+            scores = scores.float().cpu().numpy()
+            for row, i in enumerate(batch):
+                out[i] = scores[row, :len(targets[i])]
+        return out
 
     def _continuation(self, w) -> np.ndarray | None:
         """The explained continuation (given, else generated); None, and the document marked

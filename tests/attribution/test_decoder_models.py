@@ -147,10 +147,14 @@ def test_empty_coalition_on_a_causal_lm_is_the_start_token_alone(decoder_paths, 
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(decoder_paths["lm"]).eval()
-    continuations = ["good plot", "bad acting", "very good"]
+    continuations = ["good plot", "bad acting , very long plot", "very"]  # T = 2, 5, 1: packed together
     work = score(decoder_paths["lm"], "kernel_shap", batch_tokens=4096, baseline="remove",
                  continuations=continuations, n_samples=16, mode="log_softmax",
                  tmp_path=tmp_path)
+    alone = score(decoder_paths["lm"], "kernel_shap", batch_tokens=1, baseline="remove",
+                  continuations=continuations, n_samples=16, mode="log_softmax", tmp_path=tmp_path)
+    for w, w1 in zip(work, alone):  # packed with other documents' rows, or one row a batch
+        np.testing.assert_allclose(w.results["scores"], w1.results["scores"], atol=1e-5)
     for w in work:
         target = list(w.results["target_ids"])
         scores = np.asarray(w.results["scores"])
