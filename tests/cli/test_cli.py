@@ -119,3 +119,33 @@ def test_unknown_auto_class_is_a_one_line_error(ray_local, minilm_path, tmp_path
     assert "AutoModelForBogus" in err and "AutoModelForSequenceClassification" in err
     assert "Traceback" not in err
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+@pytest.mark.ray
+def test_attribute_show_and_faithfulness_through_the_cli(ray_local, tmp_path, capsys):
+    """The attribution commands end to end as a user types them: a real job's store becomes an
+    HTML page (checked in Chromium when installed) and a faithfulness summary."""
+    import json
+
+    from tests.models.tiny_models import build_tiny_bert_classifier
+
+    model = build_tiny_bert_classifier(tmp_path / "cls")
+    corpus = tmp_path / "reviews.txt"
+    corpus.write_text("a truly wonderful film\nboring and far too long\n")
+    store, page, faith = tmp_path / "occ", tmp_path / "occ.html", tmp_path / "faith"
+    assert main(["attribute", "--model", model, "--corpus", str(corpus), "--method", "occlusion",
+                 "--granularity", "word", "--out", str(store)]) == 0
+    assert main(["show", str(store), "--out", str(page)]) == 0
+    html = page.read_text()
+    assert "wonderful" in html and "boring" in html and "http" not in html.split("<body")[0]
+    assert main(["faithfulness", "--store", str(store), "--out", str(faith)]) == 0
+    summary = json.loads((faith / "faithfulness.json").read_text())
+    assert summary and (faith / "faithfulness.parquet").exists()
+    try:
+        from raypipe.report.chromium import dump_dom, find_chromium
+
+        find_chromium()
+    except Exception:  # noqa: BLE001 - the page checks in a browser live in tests/report
+        return
+    dom = dump_dom(page)
+    assert "wonderful" in dom and "far" in dom
