@@ -173,6 +173,11 @@ def load_config(model: str, *, trust_remote_code: bool = False) -> Any:
     try:
         return transformers.AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
+        if not trust_remote_code and "custom code" in str(error):
+            raise ModelLoadError(
+                f"model {model!r} ships its own Python code (auto_map in its config.json), which "
+                "raypipe does not run unless asked: read that code, then pass "
+                "--trust-remote-code (trust_remote_code: true in a job file)") from error
         raise ModelLoadError(
             f"could not load model {model!r}: it is neither a local directory with a config.json "
             f"nor a hub id reachable from this machine (HF_HUB_OFFLINE={_offline_flag()}). "

@@ -81,3 +81,14 @@ def test_numpy_integer_bounds_are_accepted():
     assert [d.text for d in open_corpus(["a", "b", "c", "d"]).read_range(bounds[0], bounds[1]).documents] == ["b", "c"]
     with pytest.raises(CorpusError, match="integers"):
         open_corpus(["a"]).read_range(0.0, 1)
+
+
+def test_unreadable_paths_say_what_was_expected(tmp_path):
+    """Paths that exist but hold no corpus: a directory (even one named like a text file), a
+    broken symlink. (Permission bits cannot be tested here: CI runs as root.)"""
+    (tmp_path / "docs.txt").mkdir()
+    with pytest.raises(CorpusError, match=r"directory .*docs\.txt.*save_to_disk.*\.parquet"):
+        open_corpus(tmp_path / "docs.txt")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "gone.txt")
+    with pytest.raises(CorpusError, match="link.txt"):
+        open_corpus(tmp_path / "link.txt")

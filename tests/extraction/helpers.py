@@ -43,6 +43,8 @@ def group_mean(acts: np.ndarray, groups: list[list[int]], how: str = "mean") -> 
             rows.append(block.mean(0))
         elif how == "max":
             rows.append(block.max(0))
+        elif how == "min":
+            rows.append(block.min(0))
         elif how == "sum":
             rows.append(block.sum(0))
         elif how == "signed_max":

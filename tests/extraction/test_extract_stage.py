@@ -68,7 +68,7 @@ def test_token_rows_equal_plain_forward(model_fixture, granularity, request, tmp
 
 
 @pytest.mark.parametrize("model_fixture,aggregation", [
-    (m, a) for m in MODELS for a in ("mean", "max", "signed_max", "sum")
+    (m, a) for m in MODELS for a in ("mean", "max", "min", "signed_max", "sum")
     if a == "mean" or m in ("tiny_gpt2_path", "minilm_path")])
 def test_word_sentence_sample_equal_independent_grouping(model_fixture, aggregation, request, tmp_path):
     path = request.getfixturevalue(model_fixture)

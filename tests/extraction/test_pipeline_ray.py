@@ -160,8 +160,11 @@ def _utf8(b: bytes) -> bool:
 def test_bad_inputs_fail_early_and_clearly(minilm_path, tmp_path):
     with pytest.raises(ModelLoadError, match="no-such-model"):
         extract_activations(job(str(tmp_path / "no-such-model"), tmp_path / "a"))
-    with pytest.raises(SplitPointError, match="encoder.layer"):
+    with pytest.raises(SplitPointError) as wrong:
         extract_activations(job(minilm_path, tmp_path / "b", split_points=["encoder.layers.1"]))
+    message = str(wrong.value)  # names the wrong path and suggests the closest valid one
+    assert "'encoder.layers.1'" in message and "encoder.layer.1" in message.replace(
+        "encoder.layers.1", "")
     with pytest.raises(CorpusError, match="not found|does not exist"):
         extract_activations(job(minilm_path, tmp_path / "c", corpus=str(tmp_path / "missing.txt")))
     table = tmp_path / "t.jsonl"

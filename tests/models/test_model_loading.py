@@ -113,3 +113,26 @@ def test_actor_device_map_keeps_cpu_actors_off_a_visible_gpu(monkeypatch):
     assert actor_device_map(2, {"": "cuda:1"}) == {"": "cuda:1"}  # given: used as is
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert actor_device_map(1) == "cpu"          # asked for a GPU where there is none
+
+
+def test_custom_code_is_not_run_unless_trusted(tmp_path):
+    """trust_remote_code is off by default: a checkpoint with its own code (auto_map) is refused
+    with a message naming the flag, and its code never runs."""
+    import json
+
+    from raypipe.config import ExtractConfig
+    from raypipe.models.loading import load_config
+
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "raypipe-test-remote", "architectures": ["RemoteModel"],
+        "auto_map": {"AutoConfig": "configuration_remote.RemoteConfig"}}))
+    (tmp_path / "configuration_remote.py").write_text(
+        "import pathlib\nfrom transformers import PretrainedConfig\n"
+        "pathlib.Path(__file__).with_name('EXECUTED').write_text('yes')\n"
+        "class RemoteConfig(PretrainedConfig):\n    model_type = 'raypipe-test-remote'\n")
+    assert ExtractConfig(model="m", corpus="c", out="o").trust_remote_code is False
+    with pytest.raises(ModelLoadError, match="--trust-remote-code"):
+        load_config(str(tmp_path))
+    with pytest.raises(ModelLoadError, match="--trust-remote-code"):
+        load_model_and_tokenizer(str(tmp_path))
+    assert not (tmp_path / "EXECUTED").exists()
