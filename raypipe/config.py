@@ -85,8 +85,8 @@ class ExtractConfig:
     actors: int = _opt(1, "number of model actors (each holds one copy of the model)")
     num_gpus: float = _opt(0.0, "GPUs per model actor (>1 shards the model over them)")
     num_cpus: float = _opt(1.0, "CPUs reserved per model actor")
-    torch_threads: int | None = _opt(None, "torch threads per actor (default: this node's cores / "
-                                     "actors on CPU)")
+    torch_threads: int | None = _opt(None, "torch threads per actor (default: --num-cpus, or this "
+                                     "node's cores / actors when that is more)")
     batch_tokens: int | None = _opt(None, "padded tokens per micro-batch on the model actors "
                                      "(default: 8192 on a GPU, 1024 on CPU)")
     docs_per_shard: int = _opt(512, "documents per output shard (the unit of resuming)")

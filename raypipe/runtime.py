@@ -131,3 +131,13 @@ def progress_bar(enabled: bool, total: int, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="doc", desc=desc, disable=not enabled, dynamic_ncols=True)
+
+
+def actor_torch_threads(torch_threads: int | None, num_cpus: float, actors: int) -> int:
+    """Torch threads of a model actor: ``torch_threads`` when given, else the CPUs it reserved
+    (``--num-cpus``), or this node's cores shared among ``actors`` when that is more (a local
+    Ray: 1 actor on 2 cores takes both). On a cluster, reserve what an actor should use: with
+    ``--num-cpus 32`` Ray places actors where 32 CPUs are free and each runs 32 threads."""
+    if torch_threads:
+        return int(torch_threads)
+    return max(1, int(num_cpus), (os.cpu_count() or 1) // max(1, actors))

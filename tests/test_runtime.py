@@ -64,3 +64,15 @@ def test_local_ray_caps_cpu_tasks_and_its_workers_see_the_offline_switches(ray_l
     cap, cpus = done.stdout.split("cap:")[1].split("worker env:")[0].split("cpus:")
     assert int(cap) == max(1, int(cpus) - 1), done.stderr[-2000:]   # 2 actors x 0.5 CPU = 1 CPU
     assert "worker env: ('1', '/tmp/raypipe-test-hf-home')" in done.stdout, done.stderr[-2000:]
+
+
+def test_actor_torch_threads_follow_what_the_actor_reserved(monkeypatch):
+    from raypipe import runtime
+
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: 32)
+    assert runtime.actor_torch_threads(None, 1.0, 1) == 32   # a local Ray: the node's cores
+    assert runtime.actor_torch_threads(None, 1.0, 4) == 8    # shared among this node's actors
+    assert runtime.actor_torch_threads(None, 16.0, 8) == 16  # a cluster: what it reserved
+    assert runtime.actor_torch_threads(3, 16.0, 8) == 3      # asked for
+    monkeypatch.setattr(runtime.os, "cpu_count", lambda: None)
+    assert runtime.actor_torch_threads(None, 0.5, 2) == 1

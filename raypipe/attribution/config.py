@@ -54,7 +54,8 @@ class AttributeConfig:
     actors: int = _opt(1, "model actors")
     num_gpus: float = _opt(0.0, "GPUs per model actor")
     num_cpus: float = _opt(1.0, "CPUs reserved per model actor")
-    torch_threads: int | None = _opt(None, "torch threads per actor (default: cores / actors on CPU)")
+    torch_threads: int | None = _opt(None, "torch threads per actor (default: --num-cpus, or this "
+                                     "node's cores / actors when that is more)")
     batch_tokens: int | None = _opt(None, "padded tokens per packed forward batch "
                                      "(default: 8192 on a GPU, 1024 on CPU)")
     docs_per_shard: int = _opt(64, "documents per output shard (the unit of resuming)")

@@ -8,7 +8,6 @@ aggregated to units.
 """
 from __future__ import annotations
 
-import os
 import pickle
 import time
 
@@ -25,7 +24,7 @@ from raypipe.batching.token_budget import GPU_BATCH_TOKENS
 from raypipe.config import ConfigError
 from raypipe.extraction.forward import pad_token_id
 from raypipe.granularity import aggregate
-from raypipe.runtime import maybe_die
+from raypipe.runtime import actor_torch_threads, maybe_die
 from raypipe.torch_thread import TorchThread
 
 
@@ -67,7 +66,8 @@ class ScoreShard:
     def _load(self) -> None:
         from raypipe.models.loading import actor_device_map, load_model_and_tokenizer
 
-        threads = self.config.torch_threads or max(1, (os.cpu_count() or 1) // self.config.actors)
+        threads = actor_torch_threads(self.config.torch_threads, self.config.num_cpus,
+                                      self.config.actors)
         torch.set_num_threads(threads)
         device_map = actor_device_map(self.config.num_gpus)
         self.model, self.tokenizer = load_model_and_tokenizer(

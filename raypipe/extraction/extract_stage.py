@@ -15,7 +15,6 @@ dispatch (0.05-0.2 s a shard on 2 cores) leaves no gap. Measured on all of rt-po
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import time
 from dataclasses import asdict
@@ -28,7 +27,7 @@ from raypipe.busy_time import BusyClock
 from raypipe.config import ExtractConfig
 from raypipe.extraction.forward import UNIT_COLUMNS, unit_activations
 from raypipe.granularity import Aggregation
-from raypipe.runtime import maybe_die
+from raypipe.runtime import actor_torch_threads, maybe_die
 from raypipe.store import build_shard_table, write_shard
 from raypipe.torch_thread import TorchThread
 
@@ -56,7 +55,8 @@ class ExtractShard:
         from raypipe.models import SplitModel
         from raypipe.models.loading import actor_device_map
 
-        threads = self.config.torch_threads or max(1, (os.cpu_count() or 1) // self.config.actors)
+        threads = actor_torch_threads(self.config.torch_threads, self.config.num_cpus,
+                                      self.config.actors)
         torch.set_num_threads(threads)
         device_map = actor_device_map(self.config.num_gpus, self.config.device_map)
         self.model = SplitModel(self.config.model, self.config.split_points,

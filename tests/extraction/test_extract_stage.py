@@ -6,7 +6,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from raypipe.config import ExtractConfig
-from raypipe.corpus import open_corpus
 from raypipe.extraction.extract_stage import ExtractShard
 from raypipe.extraction.plan import plan_extraction
 from raypipe.extraction.tokenize_stage import tokenize_shard
