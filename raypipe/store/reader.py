@@ -31,6 +31,12 @@ if TYPE_CHECKING:
 _HASH_CHUNK = 8 * 2**20
 
 
+def _string_doc_ids(batch: pa.Table) -> pa.Table:
+    at = batch.schema.get_field_index("doc_id")
+    return batch.set_column(at, batch.schema.field(at).with_type(pa.string()),
+                            batch.column(at).cast(pa.string()))
+
+
 
 class ActivationStore:
     """A finished (or partly finished) store written by ``StoreWriter`` and ``write_shard``.
@@ -237,12 +243,25 @@ class ActivationStore:
 
         Activation columns stay raw bytes (fixed-size binary); decode them inside
         ``map_batches`` with ``decode_activations(col, dtype, dim)``. Needs a Ray runtime.
+        Where shards hold integer ids and others string ids (see `units`), ``doc_id`` is read
+        as strings in every block.
         """
         import ray.data
 
         if not self.shards:
             raise ValueError(f"store {self.path!r} lists no shards yet; nothing to read")
-        return ray.data.read_parquet([self._file(r) for r in self.shards], filesystem=self._fs)
+        files = [self._file(r) for r in self.shards]
+        by_type: dict[pa.DataType, list[str]] = {}
+        for rec, file in zip(self.shards, files):
+            if rec.rows:
+                typ = pq.read_schema(file, filesystem=self._fs).field("doc_id").type
+                by_type.setdefault(typ, []).append(file)
+        if len(by_type) < 2:  # one id type (empty shards left out: no rows to type)
+            return ray.data.read_parquet(sum(by_type.values(), []) or files, filesystem=self._fs)
+        # Ray Data refuses to merge int64 and string schemas: read each group, ids as strings
+        parts = [ray.data.read_parquet(group, filesystem=self._fs).map_batches(
+                     _string_doc_ids, batch_format="pyarrow") for group in by_type.values()]
+        return parts[0].union(*parts[1:])
 
     def to_hf_dataset(self, split: str | int | None = None) -> "datasets.Dataset":
         """Metadata columns plus ``"activations"`` as fixed-length float32 lists (in memory)."""

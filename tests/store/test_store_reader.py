@@ -197,10 +197,10 @@ def test_shuffle_buffer_emits_a_uniform_subset_and_keeps_every_other_row():
     assert abs(counts[:25].mean() - counts[50:].mean()) < 0.06 * expected  # old rows as new
 
 
-def test_id_column_stores_are_read_sorted_by_id_with_vectors_in_the_same_order(tmp_path):
-    """``--id-column`` ids follow corpus order, not id order; a JSONL id field may mix ints and
-    strings; a shard of empty documents has no ids to type. units() and to_numpy() still agree,
-    sorted by (doc_id, unit), with every id read as a string."""
+def mixed_id_store(tmp_path):
+    """A store whose ids follow corpus order, not id order, mix ints and strings within a shard
+    (a JSONL id field) and across shards, with a shard of empty documents (no ids to type).
+    Returns the root and ``[(doc_id as str, unit, {split: vector})]`` in store order."""
     from raypipe.store import build_shard_table
 
     rng = np.random.default_rng(3)
@@ -218,6 +218,12 @@ def test_id_column_stores_are_read_sorted_by_id_with_vectors_in_the_same_order(t
                                   doc_end=2 * shard_id + len(ids)))
         rows += [(str(d), u, {p: acts[p][i] for p in SPLITS}) for i, (d, u) in enumerate(zip(doc_id, unit))]
     writer.finalize({})
+    return root, rows
+
+
+def test_id_column_stores_are_read_sorted_by_id_with_vectors_in_the_same_order(tmp_path):
+    """units() and to_numpy() agree, sorted by (doc_id, unit), with every id read as a string."""
+    root, rows = mixed_id_store(tmp_path)
     store = ActivationStore(root)
     units = store.units()
     assert units.schema.field("doc_id").type == pa.string()
@@ -230,3 +236,12 @@ def test_id_column_stores_are_read_sorted_by_id_with_vectors_in_the_same_order(t
         np.testing.assert_array_equal(store.to_numpy(p), np.stack([r[2][p] for r in expected]))
     # store order stays available for row indices of per-shard jobs
     assert store.store_order_units().column("doc_id").to_pylist()[:2] == ["zeta", "zeta"]
+
+
+@pytest.mark.ray
+def test_to_ray_dataset_reads_mixed_id_shards_as_strings(tmp_path, ray_local):
+    store = ActivationStore(mixed_id_store(tmp_path)[0])
+    table = pa.concat_tables(ray_local.get(store.to_ray_dataset().to_arrow_refs()))
+    assert table.schema.field("doc_id").type == pa.string()
+    assert sorted(table.column("doc_id").to_pylist()) == sorted(
+        store.units().column("doc_id").to_pylist())
