@@ -20,7 +20,7 @@ from raypipe.attribution.perturb_stage import effective_baseline
 from raypipe.attribution.scoring import (apply_mode, class_logits, generate_target,
                                          generation_scores, pools_last_token)
 from raypipe.batching import pad_batch, plan_micro_batches, resolve_batch_tokens
-from raypipe.batching.token_budget import GPU_BATCH_TOKENS
+from raypipe.batching.token_budget import GPU_BATCH_TOKENS, GRADIENT_GPU_BATCH_TOKENS
 from raypipe.config import ConfigError
 from raypipe.extraction.forward import pad_token_id
 from raypipe.granularity import aggregate
@@ -79,10 +79,9 @@ class ScoreShard:
         self.deletes_removed = self.kind == "generation" or pools_last_token(self.model)
         self.start_id = start_token_id(self.tokenizer)
         self.device = next(self.model.parameters()).device
-        # gradients keep every activation for the backward pass: half the forward budget on GPUs
-        self.batch_tokens = resolve_batch_tokens(self.config.batch_tokens, self.device,
-                                                 gpu_default=4096 if self.config.is_gradient
-                                                 else GPU_BATCH_TOKENS)
+        self.batch_tokens = resolve_batch_tokens(
+            self.config.batch_tokens, self.device,
+            gpu_default=GRADIENT_GPU_BATCH_TOKENS if self.config.is_gradient else GPU_BATCH_TOKENS)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = []

@@ -17,6 +17,8 @@ import torch
 # activations no longer fit the CPU caches; a GPU wants large batches to stay busy.
 CPU_BATCH_TOKENS = 1024
 GPU_BATCH_TOKENS = 8192
+# Jobs that take gradients keep every activation for the backward pass: half the budget on GPUs.
+GRADIENT_GPU_BATCH_TOKENS = 4096
 
 
 def resolve_batch_tokens(batch_tokens: int | None, device: torch.device | str,

@@ -1,7 +1,8 @@
 """The model-side math of extraction, shared by the Ray actors and the in-memory API.
 
-``document_activations`` runs sorted token-budget micro-batches and gives each document its
-tokens' activations back; ``unit_rows`` reduces them to one row per unit. Neither knows about Ray.
+``unit_activations`` runs sorted token-budget micro-batches and reduces the documents each one
+finishes to one row per unit; ``document_activations`` gives each document its tokens'
+activations back (the padded ``ALL`` output), ``unit_rows`` reduces them. None knows about Ray.
 """
 from __future__ import annotations
 

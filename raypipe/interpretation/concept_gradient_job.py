@@ -147,6 +147,7 @@ class ConceptGradientShard:
         import torch
 
         from raypipe.batching import resolve_batch_tokens
+        from raypipe.batching.token_budget import GRADIENT_GPU_BATCH_TOKENS
         from raypipe.concepts.concept_model import ConceptModel
         from raypipe.models.loading import actor_device_map, load_model_and_tokenizer
 
@@ -158,7 +159,7 @@ class ConceptGradientShard:
         self.concepts = ConceptModel.load(self.config.concepts)
         self.batch_tokens = resolve_batch_tokens(self.config.batch_tokens,
                                                  next(self.model.parameters()).device,
-                                                 gpu_default=4096)
+                                                 gpu_default=GRADIENT_GPU_BATCH_TOKENS)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         records = [self._torch.run(self.run_shard, int(s), int(a), int(b)) for s, a, b in
