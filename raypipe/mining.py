@@ -75,7 +75,8 @@ def mine_concepts(config: MineConfig) -> dict:
         model=config.model, corpus=config.corpus, out=str(p["activations"]),
         split_points=[config.split_point], granularity=config.granularity,
         aggregation=config.aggregation, text_column=config.text_column, max_docs=config.max_docs,
-        max_length=config.max_length, max_length_cap=256, docs_per_shard=config.docs_per_shard, actors=config.actors,
+        max_length=config.max_length, max_length_cap=256, docs_per_shard=config.docs_per_shard,
+        actors=config.actors,
         num_gpus=config.num_gpus, address=config.address, progress=config.progress))
     holdout = config.holdout_shards
     if holdout is None:

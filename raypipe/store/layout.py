@@ -247,14 +247,15 @@ def same_doc_id_type(tables: list[pa.Table]) -> list[pa.Table]:
     column takes the others' type."""
     types = {t.schema.field("doc_id").type for t in tables if t.num_rows}
     target = pa.string() if len(types) > 1 else next(iter(types), pa.int64())
-    out = []
-    for t in tables:
-        at = t.schema.get_field_index("doc_id")
-        if t.schema.field(at).type != target:
-            t = t.set_column(at, t.schema.field(at).with_type(target),  # keeps "not null"
-                             t.column(at).cast(target))
-        out.append(t)
-    return out
+    return [cast_doc_ids(t, target) for t in tables]
+
+
+def cast_doc_ids(table: pa.Table, typ: pa.DataType) -> pa.Table:
+    """``table`` with its ``doc_id`` column cast to ``typ`` (its "not null" kept)."""
+    at = table.schema.get_field_index("doc_id")
+    if table.schema.field(at).type == typ:
+        return table
+    return table.set_column(at, table.schema.field(at).with_type(typ), table.column(at).cast(typ))
 
 
 def _typed_array(values, typ: pa.DataType, name: str) -> pa.Array:

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 
 from raypipe.store.layout import (MANIFEST_NAME, METADATA_COLUMNS, SHARDS_DIR,
                                   activation_columns, decode_activations,
-                                  decode_activations_into, resolve_store, same_doc_id_type)
+                                  cast_doc_ids, decode_activations_into, resolve_store,
+                                  same_doc_id_type)
 from raypipe.store.manifest import read_manifest
 from raypipe.store.shard_writer import ShardRecord
 
@@ -29,13 +30,6 @@ if TYPE_CHECKING:
     import torch
 
 _HASH_CHUNK = 8 * 2**20
-
-
-def _string_doc_ids(batch: pa.Table) -> pa.Table:
-    at = batch.schema.get_field_index("doc_id")
-    return batch.set_column(at, batch.schema.field(at).with_type(pa.string()),
-                            batch.column(at).cast(pa.string()))
-
 
 
 class ActivationStore:
@@ -132,21 +126,21 @@ class ActivationStore:
         table = self.store_order_units()
         return table if self._order is None else table.take(pa.array(self._order))
 
-    def store_order_units(self) -> pa.Table:
+    def store_order_units(self, columns: tuple[str, ...] = METADATA_COLUMNS) -> pa.Table:
         """The rows of `units` in store order (shard by shard): what row indices of
         `iter_batches` and the per-shard jobs (top activations) refer to."""
-        tables = [self._read(r, list(METADATA_COLUMNS)) for r in self.shards]
+        self._check_columns(columns)
+        tables = [self._read(r, list(columns)) for r in self.shards]
         if not tables:
-            return pa.table({"doc_id": pa.array([], pa.int64()), "unit": pa.array([], pa.int32()),
-                             "text": pa.array([], pa.string()),
-                             "char_start": pa.array([], pa.int64()),
-                             "char_end": pa.array([], pa.int64())})
+            empty = {"doc_id": pa.int64(), "unit": pa.int32(), "text": pa.string(),
+                     "char_start": pa.int64(), "char_end": pa.int64()}
+            return pa.table({c: pa.array([], empty[c]) for c in columns})
         return pa.concat_tables(same_doc_id_type(tables))
 
     @cached_property
     def _order(self) -> np.ndarray | None:
         """Permutation of store order into (doc_id, unit) order; None when they agree."""
-        table = self.store_order_units().select(["doc_id", "unit"])
+        table = self.store_order_units(("doc_id", "unit"))
         order = pc.sort_indices(table, sort_keys=[("doc_id", "ascending"), ("unit", "ascending")])
         order = order.to_numpy()
         return None if np.array_equal(order, np.arange(len(order))) else order
@@ -260,7 +254,8 @@ class ActivationStore:
             return ray.data.read_parquet(sum(by_type.values(), []) or files, filesystem=self._fs)
         # Ray Data refuses to merge int64 and string schemas: read each group, ids as strings
         parts = [ray.data.read_parquet(group, filesystem=self._fs).map_batches(
-                     _string_doc_ids, batch_format="pyarrow") for group in by_type.values()]
+                     cast_doc_ids, batch_format="pyarrow", fn_kwargs={"typ": pa.string()})
+                 for group in by_type.values()]
         return parts[0].union(*parts[1:])
 
     def to_hf_dataset(self, split: str | int | None = None) -> "datasets.Dataset":
