@@ -64,7 +64,8 @@ class ExtractConfig:
                             "min, sum, signed_max")
     text_column: str = _opt("text", "text column of JSONL/CSV/Parquet/HF corpora")
     id_column: str | None = _opt(None, "column to use as doc_id (default: the 0-based row/line number)")
-    corpus_format: str | None = _opt(None, "force the corpus format: text, jsonl, csv, tsv, parquet, hf_saved, hf")
+    corpus_format: str | None = _opt(None, "force the corpus format: text, jsonl, csv, tsv, "
+                                     "parquet, hf_saved, hf")
     max_docs: int | None = _opt(None, "only the first N documents of the corpus")
     dtype: str = _opt("float32", "model compute dtype: float32, float16, bfloat16")
     store_dtype: str | None = _opt(None, "dtype of stored activations (default: same as --dtype)")

@@ -75,7 +75,8 @@ class ScoreShard:
             device_map=device_map, trust_remote_code=self.config.trust_remote_code)
         self.kind = task_kind(self.config.task, self.model)
         self.pad_id = pad_token_id(self.tokenizer)
-        # a left-to-right model (LM, decoder classifier) sees removed units deleted (perturb.delete_removed)
+        # a left-to-right model (LM, decoder classifier) sees removed units deleted
+        # (perturb.delete_removed)
         self.deletes_removed = self.kind == "generation" or pools_last_token(self.model)
         self.start_id = start_token_id(self.tokenizer)
         self.device = next(self.model.parameters()).device

@@ -19,9 +19,9 @@ TEXTS = [LONG, "a short text", "another short one here", " ".join(f"w{i}" for i 
 @pytest.fixture(scope="module")
 def model_and_docs(minilm_path):
     model = SplitModel(minilm_path, [1, -1], device_map="cpu")
-    docs, stats = tokenize_documents([Document(doc_id=i, text=t, position=i) for i, t in enumerate(TEXTS)],
-                                     model.tokenizer, max_length=12, overflow="window",
-                                     granularity="word")
+    documents = [Document(doc_id=i, text=t, position=i) for i, t in enumerate(TEXTS)]
+    docs, _ = tokenize_documents(documents, model.tokenizer, max_length=12, overflow="window",
+                                 granularity="word")
     assert max(len(d.windows) for d in docs) >= 3  # several windows, cut into different batches
     return model, docs
 

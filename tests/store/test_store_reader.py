@@ -216,7 +216,8 @@ def mixed_id_store(tmp_path):
                                   np.zeros(len(unit), int), np.ones(len(unit), int), acts, "float32")
         writer.record(write_shard(root, shard_id, table, doc_start=2 * shard_id,
                                   doc_end=2 * shard_id + len(ids)))
-        rows += [(str(d), u, {p: acts[p][i] for p in SPLITS}) for i, (d, u) in enumerate(zip(doc_id, unit))]
+        rows += [(str(d), u, {p: acts[p][i] for p in SPLITS})
+                 for i, (d, u) in enumerate(zip(doc_id, unit))]
     writer.finalize({})
     return root, rows
 
