@@ -185,26 +185,26 @@ class ScoreShard:
 
     def _score_continuation_rows(self, seqs: list[tuple[np.ndarray, np.ndarray]],
                                  targets: list[np.ndarray]) -> list[np.ndarray]:
-        """``(T_i,)`` float32 scores of continuation ``targets[i]`` after prompt ``seqs[i]``,
-        over length-sorted token-budget batches (prompt and continuation count).
+        """``(T_i,)`` float32 scores of continuation ``targets[i]`` after prompt ``seqs[i]``.
 
-        In a batch, shorter continuations are padded to the longest one's length: the padding
-        tokens come after a row's own continuation, so under causal attention they change
-        none of its scores, which are cut back to ``T_i``.
+        Rows whose continuations have the same length are packed together (the rows of many
+        documents, length-sorted), so a batch's padded size is exactly ``n x (longest prompt +
+        T)`` and stays within the token budget.
         """
-        lengths = [len(ids) + len(t) for (ids, _), t in zip(seqs, targets)]
+        by_length: dict[int, list[int]] = {}
+        for i, t in enumerate(targets):
+            by_length.setdefault(len(t), []).append(i)
         out: list[np.ndarray] = [np.zeros(0, np.float32)] * len(seqs)
-        for batch in plan_micro_batches(lengths, self.batch_tokens):
-            ids, mask = pad_batch([seqs[i][0] for i in batch], self.pad_id,
-                                  masks=[seqs[i][1] for i in batch])
-            width = max(len(targets[i]) for i in batch)
-            target = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-            for row, i in enumerate(batch):
-                target[row, :len(targets[i])] = torch.as_tensor(targets[i])
-            scores = generation_scores(self.model, ids, mask, target, self.config.mode)
-            scores = scores.float().cpu().numpy()
-            for row, i in enumerate(batch):
-                out[i] = scores[row, :len(targets[i])]
+        for width, rows in by_length.items():
+            lengths = [len(seqs[i][0]) + width for i in rows]
+            for batch in plan_micro_batches(lengths, self.batch_tokens):
+                batch = [rows[b] for b in batch]
+                ids, mask = pad_batch([seqs[i][0] for i in batch], self.pad_id,
+                                      masks=[seqs[i][1] for i in batch])
+                target = torch.as_tensor(np.stack([targets[i] for i in batch]))   # (n, T)
+                scores = generation_scores(self.model, ids, mask, target, self.config.mode)
+                for i, row in zip(batch, scores.float().cpu().numpy()):
+                    out[i] = row
         return out
 
     def _continuation(self, w) -> np.ndarray | None:
