@@ -141,6 +141,10 @@ class ActivationStore:
     def _order(self) -> np.ndarray | None:
         """Permutation of store order into (doc_id, unit) order; None when they agree."""
         table = self.store_order_units(("doc_id", "unit"))
+        if pa.types.is_integer(table.schema.field("doc_id").type):  # positional ids: O(n) check
+            doc, unit = (np.diff(table.column(c).to_numpy()) for c in ("doc_id", "unit"))
+            if np.all((doc > 0) | ((doc == 0) & (unit > 0))):
+                return None
         order = pc.sort_indices(table, sort_keys=[("doc_id", "ascending"), ("unit", "ascending")])
         order = order.to_numpy()
         return None if np.array_equal(order, np.arange(len(order))) else order

@@ -197,16 +197,16 @@ def test_shuffle_buffer_emits_a_uniform_subset_and_keeps_every_other_row():
     assert abs(counts[:25].mean() - counts[50:].mean()) < 0.06 * expected  # old rows as new
 
 
-def mixed_id_store(tmp_path):
-    """A store whose ids follow corpus order, not id order, mix ints and strings within a shard
-    (a JSONL id field) and across shards, with a shard of empty documents (no ids to type).
-    Returns the root and ``[(doc_id as str, unit, {split: vector})]`` in store order."""
+def mixed_id_store(tmp_path, shards=(("zeta", "alpha"), (7, "beta"), ())):
+    """A store whose ids follow corpus order, not id order; by default they mix ints and
+    strings within a shard (a JSONL id field) and across shards, with a shard of empty
+    documents (no ids to type). Returns the root and ``[(doc_id as str, unit, {split:
+    vector})]`` in store order."""
     from raypipe.store import build_shard_table
 
     rng = np.random.default_rng(3)
     root = str(tmp_path / "store")
     writer = StoreWriter(root, make_header(), "h")
-    shards = [["zeta", "alpha"], [7, "beta"], []]        # mixed in shard 1; shard 2 all empty
     rows = []                                             # (doc_id as str, unit, {split: vector})
     for shard_id, ids in enumerate(shards):
         doc_id = [d for d in ids for _ in range(2)]
@@ -246,3 +246,14 @@ def test_to_ray_dataset_reads_mixed_id_shards_as_strings(tmp_path, ray_local):
     assert table.schema.field("doc_id").type == pa.string()
     assert sorted(table.column("doc_id").to_pylist()) == sorted(
         store.units().column("doc_id").to_pylist())
+
+
+def test_integer_ids_out_of_corpus_order_are_sorted_too(tmp_path):
+    root, rows = mixed_id_store(tmp_path, shards=((5, 2), (9, 1)))
+    store = ActivationStore(root)
+    units = store.units()
+    assert units.schema.field("doc_id").type == pa.int64()
+    assert units.column("doc_id").to_pylist() == [1, 1, 2, 2, 5, 5, 9, 9]
+    expected = sorted(rows, key=lambda r: (int(r[0]), r[1]))
+    np.testing.assert_array_equal(store.to_numpy(SPLITS[0]),
+                                  np.stack([r[2][SPLITS[0]] for r in expected]))
