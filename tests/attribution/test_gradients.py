@@ -232,3 +232,20 @@ def test_integrated_gradients_passes_hold_the_token_budget(bert_classifier, enco
         handle.remove()
     assert max(rows_per_pass) <= 4 and sum(rows_per_pass) == n * 16
     torch.testing.assert_close(small, default, rtol=1e-4, atol=1e-6)
+
+
+def test_half_precision_model_gives_float32_scores_close_to_float32(bert_classifier, encode):
+    """A bfloat16 model (``--dtype bfloat16``): captum runs in the model's dtype, the scores come
+    back float32 and finite, within a few percent of the float32 model's."""
+    import copy
+
+    model, tokenizer = bert_classifier
+    batch = encode(tokenizer, TEXTS)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    full = gradient_attributions("integrated_gradients", model, ids, mask, 1, n_samples=32,
+                                 tokenizer=tokenizer)
+    half = gradient_attributions("integrated_gradients", copy.deepcopy(model).to(torch.bfloat16),
+                                 ids, mask, 1, n_samples=32, tokenizer=tokenizer)
+    assert half.dtype == torch.float32 and torch.isfinite(half).all()
+    torch.testing.assert_close(half.sum(1), full.sum(1), rtol=0.1, atol=0.02)
+    assert torch.corrcoef(torch.stack([half[mask == 1], full[mask == 1]]))[0, 1] > 0.95
