@@ -38,10 +38,6 @@ def _finished_documents(model, docs: Sequence[TokenizedDoc], *, batch_tokens: in
     left = [len(doc.windows) for doc in docs]
     pieces: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
     pad_id = pad_token_id(model.tokenizer)
-    no_tokens = [(d, {p: torch.empty(0, n) for p, n in model.hidden_sizes.items()})
-                 for d, count in enumerate(left) if count == 0]
-    if no_tokens:
-        yield no_tokens
     for batch in plan_micro_batches(lengths, batch_tokens):
         ids, mask = pad_batch([docs[seqs[i][0]].windows[seqs[i][1]] for i in batch], pad_id,
                               padding_side)
