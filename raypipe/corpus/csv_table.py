@@ -4,8 +4,13 @@ Records may span lines (quoted newlines), so the plain line index does not apply
 Python's ``csv`` reader, fed line by line from the binary file, records the byte offset of every
 K-th record; a read seeks there and parses only its range. Blank lines are not records (as in
 pandas and pyarrow). Every cell is read as a string; a cell that is not valid UTF-8 is decoded
-with the fallback encoding and counted. A record too short to hold the text (or id) field is a
-``problems`` entry, not a crash.
+with the fallback encoding and counted. A record whose field count differs from the header's
+is a ``problems`` entry, not a crash and not a silently cut text.
+
+Quoting: CSV follows RFC 4180 and is parsed strictly, so a quote that is never closed is an
+error naming the record instead of a field that swallows the rest of the file. TSV has no
+quoting (a cell may start with ``"``, as raw reviews often do): tabs and newlines end fields
+and records, quotes are text.
 """
 
 from __future__ import annotations
@@ -59,13 +64,20 @@ def _decode_cell(cell: str, fallback_encoding: str) -> tuple[str, bool]:
     return cell, False
 
 
+def _dialect(delimiter: str) -> dict:
+    """``csv.reader`` options: strict RFC 4180 quoting for CSV, none at all for TSV."""
+    if delimiter == "\t":
+        return {"delimiter": delimiter, "quoting": csv.QUOTE_NONE}
+    return {"delimiter": delimiter, "strict": True}
+
+
 def _records(f: IO[bytes], delimiter: str) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(byte offset where the record starts, fields)`` for every non-blank record."""
     if csv.field_size_limit() < _FIELD_LIMIT:  # the default 128 KiB cuts long documents
         csv.field_size_limit(_FIELD_LIMIT)
     feed = _LineFeed(f)
     start = feed.offset
-    for fields in csv.reader(feed, delimiter=delimiter):
+    for fields in csv.reader(feed, **_dialect(delimiter)):
         if fields:
             yield start, fields
         start = feed.offset
@@ -135,7 +147,11 @@ class CsvSource(CorpusSource):
                         offsets.append(start)
                     count += 1
         except csv.Error as exc:
-            raise CorpusError(f"cannot parse CSV file {path!r}: {exc}") from exc
+            raise CorpusError(
+                f"cannot parse CSV file {path!r} at record {count + 1} (after the header): {exc}. "
+                "CSV fields that contain quotes, commas or newlines must be quoted, with inner "
+                'quotes doubled ("say ""hi"""); a file of raw text lines is better read as .txt, '
+                ".tsv or .jsonl") from exc
         except OSError as exc:
             raise CorpusError(f"cannot read corpus file {path!r}: {exc}") from exc
         return cls(
@@ -185,10 +201,11 @@ class CsvSource(CorpusSource):
 
     def _append(self, result: ReadResult, position: int, fields: list[str], text_at: int, id_at: int | None) -> None:
         """Turn one record into a document (or a problem) and count decode fallbacks."""
-        needed = max(text_at, -1 if id_at is None else id_at) + 1
-        if len(fields) < needed:
+        if len(fields) != len(self.columns):
+            side = "fewer" if len(fields) < len(self.columns) else "more"
             result.problems.append(
-                (position, f"record has {len(fields)} fields, fewer than the {len(self.columns)} columns of the header")
+                (position, f"record has {len(fields)} fields, {side} than the {len(self.columns)} "
+                           "columns of the header")
             )
             return
         text, fell_back = _decode_cell(fields[text_at], self.fallback_encoding)

@@ -78,3 +78,32 @@ def test_header_only_and_empty_file(tmp_path):
     path.write_text("")
     with pytest.raises(CorpusError, match="empty"):
         open_corpus(path)
+
+
+def test_tsv_quotes_are_text_and_never_swallow_records(tmp_path, check_range):
+    """TSV has no quoting: a cell opening a quote it never closes is one document, not the rest
+    of the file."""
+    path = tmp_path / "c.tsv"
+    path.write_text('id\ttext\n1\t"Best movie ever" he said\n2\t"unbalanced quote here\n'
+                    "3\tthird doc\n4\tfourth doc\n")
+    result = check_range(open_corpus(path, id_column="id"), 0, 10)
+    assert [d.text for d in result.documents] == ['"Best movie ever" he said',
+                                                  '"unbalanced quote here', "third doc",
+                                                  "fourth doc"]
+    assert result.problems == []
+
+
+def test_csv_unclosed_quote_is_an_error_naming_the_record(tmp_path):
+    path = tmp_path / "c.csv"
+    path.write_text('text\nfine\n"unbalanced\nnext\nthird\n')
+    with pytest.raises(CorpusError, match=r"record 2 .*quoted"):
+        open_corpus(path)
+
+
+def test_record_with_more_fields_than_the_header_is_a_problem(tmp_path, check_range):
+    """An unquoted separator inside the text would cut it silently; the record is reported."""
+    path = tmp_path / "c.tsv"
+    path.write_text("id\ttext\n1\thello\tworld\n2\tfine\n")
+    result = check_range(open_corpus(path, id_column="id"), 0, 2)
+    assert [d.text for d in result.documents] == ["fine"]
+    assert result.problems[0][0] == 0 and "3 fields, more than the 2" in result.problems[0][1]
