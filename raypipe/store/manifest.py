@@ -9,11 +9,13 @@ Why a manifest: a shard file can exist without being finished (a crash between t
 the record, a stray ``.tmp`` file, a shard written by a different config). Listing shards only
 after their writer returned, and rewriting the manifest atomically (temporary name, then move),
 makes "listed" mean "complete and belonging to this config". Resuming is then a lookup: a job
-skips the shard ids the manifest lists whose files are still there with the recorded size.
+skips the shard ids the manifest lists whose files are still there with the recorded size
+and checksum.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from dataclasses import asdict
@@ -22,7 +24,9 @@ from importlib import metadata
 import pyarrow.fs as pafs
 
 from raypipe.store.layout import FORMAT, MANIFEST_NAME, resolve_store
-from raypipe.store.shard_writer import ShardRecord, jsonable, write_bytes_atomically
+from raypipe.store.shard_writer import ShardRecord, file_checksum, jsonable, write_bytes_atomically
+
+log = logging.getLogger("raypipe.store")
 
 RESERVED_KEYS = ("format", "raypipe_version", "config_hash", "status", "shards", "rows", "summary")
 _ABSENT = "<absent>"
@@ -135,12 +139,24 @@ class StoreWriter:
             self._write()
 
     def is_complete(self, shard_id: int) -> bool:
-        """True when the manifest lists the shard and its file exists with the recorded size."""
+        """True when the manifest lists the shard and its file is still the one recorded: same
+        size and same sha256. A listed shard that is missing or damaged (a disk error, a stray
+        copy) is redone rather than kept; hashing reads it once, at disk speed, far cheaper than
+        the forward passes that made it."""
         rec = self.completed.get(shard_id)
         if rec is None:
             return False
-        info = self._fs.get_file_info(f"{self._base}/{rec.name}")
-        return info.type == pafs.FileType.File and info.size == rec.bytes
+        path = f"{self._base}/{rec.name}"
+        info = self._fs.get_file_info(path)
+        if info.type != pafs.FileType.File or info.size != rec.bytes:
+            reason = "missing" if info.type != pafs.FileType.File else "of a different size"
+        elif rec.checksum and file_checksum(self._fs, path) != rec.checksum:
+            reason = "damaged (its sha256 differs from the manifest's)"
+        else:
+            return True
+        log.warning("%s: listed shard %s is %s; it is redone", self.root, rec.name, reason)
+        del self.completed[shard_id]
+        return False
 
     def record(self, rec: ShardRecord) -> None:
         """List a finished shard (replacing an older record of the same id) and save."""

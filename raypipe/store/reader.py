@@ -5,7 +5,6 @@ ignored. Shards are read in ``shard_id`` order, which is corpus order (see layou
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator
 from functools import cached_property
@@ -22,14 +21,13 @@ from raypipe.store.layout import (MANIFEST_NAME, METADATA_COLUMNS, SHARDS_DIR,
                                   cast_doc_ids, decode_activations_into, resolve_store,
                                   same_doc_id_type)
 from raypipe.store.manifest import read_manifest
-from raypipe.store.shard_writer import ShardRecord
+from raypipe.store.shard_writer import ShardRecord, file_checksum
 
 if TYPE_CHECKING:
     import datasets
     import ray.data
     import torch
 
-_HASH_CHUNK = 8 * 2**20
 
 
 class ActivationStore:
@@ -293,12 +291,9 @@ class ActivationStore:
             return [f"{rec.name}: listed in the manifest but missing"]
         if info.size != rec.bytes:
             return [f"{rec.name}: {info.size} bytes on disk, manifest says {rec.bytes}"]
-        digest = hashlib.sha256()
-        with self._fs.open_input_stream(path) as stream:
-            while chunk := stream.read(_HASH_CHUNK):
-                digest.update(chunk)
-        if f"sha256:{digest.hexdigest()}" != rec.checksum:
-            return [f"{rec.name}: checksum sha256:{digest.hexdigest()} != manifest {rec.checksum}"]
+        checksum = file_checksum(self._fs, path)
+        if checksum != rec.checksum:
+            return [f"{rec.name}: checksum {checksum} != manifest {rec.checksum}"]
         try:
             meta = pq.read_metadata(path, filesystem=self._fs)
             schema = pq.read_schema(path, filesystem=self._fs)

@@ -95,6 +95,19 @@ def _remove_quietly(fs: pafs.FileSystem, path: str) -> None:
         pass  # best effort: a leftover .tmp file is ignored by every reader
 
 
+_HASH_CHUNK = 8 * 2**20
+
+
+def file_checksum(fs, path: str) -> str:
+    """``"sha256:<hex>"`` of a file's bytes, read in chunks: the form ``ShardRecord.checksum``
+    holds, so a resume or ``verify()`` can tell a damaged shard from an intact one."""
+    digest = hashlib.sha256()
+    with fs.open_input_stream(path) as stream:
+        while chunk := stream.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return f"sha256:{digest.hexdigest()}"
+
+
 def write_bytes_atomically(fs: pafs.FileSystem, path: str, data: pa.Buffer | bytes) -> None:
     """Write ``data`` to a hidden temporary sibling of ``path``, then move it onto ``path``.
 

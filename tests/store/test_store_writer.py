@@ -112,6 +112,28 @@ def test_resume_keeps_shards_and_checks_files(tmp_path):
     assert not resumed.is_complete(0) and not resumed.is_complete(1)
 
 
+def test_resume_redoes_a_shard_damaged_in_place(tmp_path, caplog):
+    """Same size, different bytes (a flipped block): the checksum tells, the shard is redone and
+    no longer listed once the manifest is next written."""
+    root = str(tmp_path)
+    rng = np.random.default_rng(5)
+    writer = StoreWriter(root, make_header(), "same")
+    for sid in range(2):
+        table, _ = make_units(sid * 3, sid * 3 + 3, rng)
+        writer.record(write_shard(root, sid, table, doc_start=sid * 3, doc_end=sid * 3 + 3))
+    path = tmp_path / writer.completed[1].name
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    resumed = StoreWriter(root, make_header(), "same")
+    with caplog.at_level("WARNING", logger="raypipe.store"):
+        assert resumed.is_complete(0) and not resumed.is_complete(1)
+    assert "shard-000001.parquet is damaged" in caplog.text
+    resumed.finalize({})
+    listed = [s["shard_id"] for s in json.loads((tmp_path / "manifest.json").read_text())["shards"]]
+    assert listed == [0]
+
+
 def test_different_config_raises_naming_the_key(tmp_path):
     root = str(tmp_path / "store")
     StoreWriter(root, make_header(), "aaaa1111")
