@@ -226,7 +226,8 @@ def _sentence_units(doc: DocTokens) -> Units:
 
     A token starting in the whitespace between two sentences joins the next one (or the last
     sentence at the end of the text); sentences that get no token are dropped. A unit's span
-    is its sentence's span.
+    is its sentence's span, cut at the end of the document's last token: the last sentence of
+    a truncated document claims only the characters the model saw.
     """
     content = np.flatnonzero(~doc.special)
     sentences = np.array(split_sentences(doc.text), dtype=np.int64).reshape(-1, 2)  # (s, 2)
@@ -240,7 +241,8 @@ def _sentence_units(doc: DocTokens) -> Units:
     order = np.argsort(which, kind="stable")
     kept, first = np.unique(which[order], return_index=True)
     members = [content[idx].astype(np.int64) for idx in np.split(order, first[1:])]
-    starts, ends = sentences[kept, 0], sentences[kept, 1]
+    starts = sentences[kept, 0]
+    ends = np.minimum(sentences[kept, 1], doc.offsets[content, 1].max())
     texts = [doc.text[s:e] for s, e in zip(starts, ends)]
     return Units(members=members, text=texts, char_start=starts, char_end=ends)
 

@@ -202,6 +202,17 @@ def test_sentence_units_follow_split_sentences(minilm_tokenizer):
         assert (doc.offsets[m, 0] >= start).all() and (doc.offsets[m, 1] <= end).all()
 
 
+def test_sentence_of_a_truncated_document_claims_only_what_the_model_saw(minilm_tokenizer):
+    enc = minilm_tokenizer(TEXT, max_length=24, truncation=True, return_offsets_mapping=True)
+    doc = doc_tokens_from_encodings(TEXT, enc.encodings, minilm_tokenizer)
+    units = group_units(doc, Granularity.SENTENCE)
+    last_end = int(doc.offsets[~doc.special, 1].max())
+    assert len(units.text) == 2 and units.text[0] == "Antidisestablishmentarianism is unbelievably long."
+    assert units.char_end[-1] == last_end < TEXT.index("yesterday")
+    assert units.text[-1] == TEXT[units.char_start[-1]:last_end]
+    assert units.text[-1].startswith("Mr. Smith")
+
+
 def _activations_from_spans(doc, d=8):
     """A vector per token that depends only on its char span: equal across tokenizations."""
     rng = np.random.default_rng(0)
