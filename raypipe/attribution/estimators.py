@@ -95,11 +95,18 @@ def shapley_kernel_weights(sizes: np.ndarray, g: int) -> np.ndarray:
 def kernel_shap_scores(masks: np.ndarray, y: np.ndarray, *, exact: bool) -> np.ndarray:
     """Kernel SHAP (Lundberg & Lee 2017): constrained weighted least squares on the coalitions.
 
-    Fits f(z) ≈ φ0 + z·φ with φ0 = f(∅) and Σφ = f(full) - f(∅) held exactly: substituting
-    φ_g = Δ - Σ_{j<g} φ_j leaves an unconstrained WLS in g - 1 variables (no huge weight, so no
-    ill-conditioning). Enumerated plans (``exact``) weigh every coalition by the Shapley kernel
-    and give the exact Shapley values; sampled plans drew coalitions from the kernel, so each
-    sampled row weighs the same. masks (m, g) bool, y (m, T); returns (T, g).
+    Fits f(z) ≈ φ0 + z·φ with φ0 = f(∅) and Σφ = f(full) - f(∅) = Δ held exactly, by writing
+    φ = Δ/g · 1 + v with v ⟂ 1: v is the minimum-norm least-squares solution on the projected
+    design Z (I - 11ᵀ/g), so no huge weight enforces the constraint (no ill-conditioning) and
+    every unit is treated alike. That matters when the coalitions do not pin every direction
+    (sampled plans with fewer than g - 1 antithetic pairs, each pair fixing one): the usual
+    substitution φ_g = Δ - Σ_{j<g} φ_j then hands the last unit whatever the fit left over
+    (with 40 equal units and 64 samples it scored 1.4 against 1.0 and ranked first in 68% of
+    seeds); here the directions the data does not see keep an equal share of Δ. With enough
+    coalitions both give the same unique solution. Enumerated plans (``exact``) weigh every
+    coalition by the Shapley kernel and give the exact Shapley values; sampled plans drew
+    coalitions from the kernel, so each sampled row weighs the same. masks (m, g) bool, y (m, T);
+    returns (T, g).
     """
     g = masks.shape[1]
     sizes = masks.sum(axis=1)
@@ -114,11 +121,13 @@ def kernel_shap_scores(masks: np.ndarray, y: np.ndarray, *, exact: bool) -> np.n
     inner = (sizes > 0) & (sizes < g)
     z = masks[inner].astype(np.float64)  # (r, g)
     weights = shapley_kernel_weights(sizes[inner], g) if exact else np.ones(z.shape[0])
-    target = y[inner] - f_empty[None, :] - z[:, -1:] * delta[None, :]  # (r, T)
-    design = z[:, :-1] - z[:, -1:]  # (r, g - 1)
+    share = sizes[inner][:, None] / g  # z · (1/g): the equal split's prediction per Δ
+    target = y[inner] - f_empty[None, :] - share * delta[None, :]  # (r, T)
+    design = z - z.mean(axis=1, keepdims=True)  # Z (I - 11ᵀ/g), rows (r, g)
     root = np.sqrt(weights)[:, None]
-    head, *_ = np.linalg.lstsq(root * design, root * target, rcond=None)  # (g - 1, T)
-    phi = np.concatenate([head, delta[None, :] - head.sum(axis=0, keepdims=True)])  # (g, T)
+    v, *_ = np.linalg.lstsq(root * design, root * target, rcond=None)  # (g, T), columns ⟂ 1
+    v -= v.mean(axis=0, keepdims=True)  # exactly ⟂ 1 (lstsq leaves ~1e-16)
+    phi = delta[None, :] / g + v  # (g, T)
     return phi.T
 
 

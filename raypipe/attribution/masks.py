@@ -72,7 +72,7 @@ def make_masks(method: str, n_units: int, *, n_samples: int = 64, seed: int = 0,
     - ``occlusion`` / ``feature_ablation`` (Zeiler & Fergus 2014; captum ``FeatureAblation``):
       row 0 keeps everything (the original), row ``1 + j`` removes unit j only. m = g + 1;
       ``n_samples`` is ignored.
-    - ``kernel_shap`` (Lundberg & Lee 2017): if ``2**g <= n_samples`` all 2**g coalitions are
+    - ``kernel_shap`` (Lundberg & Lee 2017): if ``2**g <= n_samples`` (or g = 1) all 2**g coalitions are
       enumerated (row r keeps unit j iff bit j of r is set), so the estimate is the exact
       Shapley value. Otherwise rows 0 and 1 are the empty and full coalitions (enforced exactly
       by the estimator), then ``(n_samples - 2) // 2`` (at least 1) antithetic pairs: a size k
@@ -135,7 +135,7 @@ def _random_subsets(rng: np.random.Generator, g: int, sizes: np.ndarray) -> np.n
 
 
 def _kernel_shap_masks(g: int, n_samples: int, seed: int) -> tuple[np.ndarray, dict]:
-    if g < 63 and 2**g <= n_samples:
+    if g == 1 or (g < 63 and 2**g <= n_samples):  # one unit: its 2 coalitions are all there is
         codes = np.arange(2**g, dtype=np.int64)
         masks = ((codes[:, None] >> np.arange(g)) & 1).astype(bool)
         return masks, {"exact": True}

@@ -97,6 +97,33 @@ def test_kernel_shap_recovers_an_additive_function(g, n_samples, identified):
     assert ours.sum() == pytest.approx(c.sum(), abs=1e-8)
 
 
+@pytest.mark.parametrize("g,n_samples", [(40, 64), (20, 16)])
+def test_kernel_shap_underdetermined_treats_every_unit_alike(g, n_samples):
+    """Fewer antithetic pairs than g - 1: the fit cannot tell every unit apart. Equal units must
+    then get equal scores (the substitution φ_g = Δ - Σ φ_j gave the last unit 1.4 or 3.9, not
+    1), and with unequal units the last one is no likelier than the others to rank first."""
+    plan = make_masks("kernel_shap", g, n_samples=n_samples, seed=3)
+    assert not plan.info["exact"] and plan.info["n_pairs"] < g - 1
+    ours = estimate(plan, plan.masks.sum(axis=1).astype(float))["scores"]
+    np.testing.assert_allclose(ours, np.ones(g), atol=1e-9)
+    firsts, last_errors, other_errors = 0, [], []
+    for seed in range(60):
+        c = np.random.default_rng(seed).uniform(0.5, 1.5, size=g)
+        plan = make_masks("kernel_shap", g, n_samples=n_samples, seed=seed)
+        ours = estimate(plan, plan.masks.astype(float) @ c)["scores"]
+        firsts += int(np.argmax(ours) == g - 1)
+        last_errors.append(abs(ours[-1] - c[-1]))
+        other_errors.append(np.abs(ours[:-1] - c[:-1]).mean())
+        assert ours.sum() == pytest.approx(c.sum(), abs=1e-9)
+    assert firsts <= 6  # ~60/g expected by symmetry; the old estimator: 41 of 60 at g=40
+    assert np.mean(last_errors) < 1.5 * np.mean(other_errors)
+
+
+def test_kernel_shap_single_unit_with_the_smallest_budget():
+    plan = make_masks("kernel_shap", 1, n_samples=1)
+    assert estimate(plan, np.where(plan.masks[:, 0], 5.0, 2.0))["scores"].tolist() == [3.0]
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_kernel_shap_sampled_converges_to_the_shapley_values(seed):
     g = 10
