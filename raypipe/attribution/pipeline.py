@@ -85,9 +85,15 @@ def attribute(config: AttributeConfig) -> AttributeResult:
         max_length = resolve_max_length(config.max_length, meta, tokenizer)
         id2label = {str(k): v for k, v in (getattr(meta.config, "id2label", None) or {}).items()}
         try:  # here, with the real tokenizer, rather than in every CPU task or actor later
-            resolve_baseline(effective_baseline(config.baseline, tokenizer), tokenizer)
+            token_id = resolve_baseline(effective_baseline(config.baseline, tokenizer), tokenizer)
         except ValueError as error:
             raise ConfigError(f"--baseline {config.baseline}: {error}") from None
+        vocab = meta.get_input_embeddings().num_embeddings
+        if token_id is not None and token_id >= vocab:
+            raise ConfigError(f"--baseline {config.baseline}: token id {token_id} is outside the "
+                              f"model's vocabulary [0, {vocab}); give an id below {vocab}, or "
+                              "mask, pad, unk or remove")
+        _check_class_targets(config, kind, meta)
         return kind, max_length, id2label, backend_spec(tokenizer)
 
     # Ray starts while the model is checked on the meta device (both take seconds).
@@ -114,6 +120,20 @@ def attribute(config: AttributeConfig) -> AttributeResult:
     result.wall_seconds = time.perf_counter() - t0
     writer.finalize(result.as_dict())
     return result
+
+
+def _check_class_targets(config: AttributeConfig, kind: str, meta) -> None:
+    """Class indices beyond the classifier's labels fail before anything runs (in an actor they
+    would fail after Ray started, leaving a store that blocks the corrected re-run)."""
+    if kind == "generation" or config.targets is None:
+        return
+    n_labels = int(getattr(meta.config, "num_labels", 0) or 0)
+    bad = [t for t in config.targets if t >= n_labels]
+    if n_labels and bad:
+        names = getattr(meta.config, "id2label", None) or {}
+        labels = ", ".join(f"{i} ({names.get(i, names.get(str(i), i))})" for i in range(n_labels))
+        raise ConfigError(f"--target {config.target}: class {bad[0]} is out of range; "
+                          f"{type(meta).__name__} has {n_labels} labels: {labels}")
 
 
 def _run(config, corpus, targets, max_length, id2label, tokenizer_spec, writer, pending,

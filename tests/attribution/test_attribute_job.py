@@ -168,6 +168,19 @@ def test_an_impossible_baseline_fails_in_the_plan_naming_it(ray_local, classifie
         assert not shards.exists() or not list(shards.iterdir())
 
 
+def test_out_of_range_baseline_id_and_class_fail_in_the_plan(ray_local, classifier, tmp_path):
+    """An id past the vocabulary or a class past the labels used to fail in an actor, after a
+    store was started whose hash then blocked the corrected re-run."""
+    from raypipe.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"--baseline 1000000: token id 1000000 is outside the "
+                                          r"model's vocabulary \[0, \d+\)"):
+        run(classifier, tmp_path / "b", method="occlusion", baseline="1000000")
+    with pytest.raises(ConfigError, match=r"--target 0,5: class 5 is out of range; .* has 2 labels"):
+        run(classifier, tmp_path / "t", method="occlusion", target="0,5")
+    assert not (tmp_path / "b").exists() and not (tmp_path / "t").exists()
+
+
 def test_kernel_shap_enumerated_equals_brute_force_shapley_of_the_model(ray_local, classifier,
                                                                        tmp_path):
     """With 2^g <= n_samples every coalition is scored and the job returns the exact Shapley
