@@ -3,7 +3,8 @@
 A removed unit is either *replaced* (every token of the unit becomes one baseline token:
 [MASK], the pad/eos token, [UNK] or any id) or *removed* (the tokens stay but get attention
 mask 0, so the model cannot attend to them while positions — and thus batch shapes — stay
-put). Special tokens are never units, so they are never touched. The output has one row per
+put). Special tokens are units only at ``all_tokens`` granularity (their text is the token
+string, their span (0, 0)); at every other granularity they are never touched. The output has one row per
 mask row, ready to be packed into token-budget batches with other documents' rows.
 """
 
@@ -42,7 +43,9 @@ def resolve_baseline(baseline: str | int, tokenizer: Any) -> int | None:
 
     Raises:
         ValueError: an unknown baseline name, a negative id, or a tokenizer without the token
-            asked for (e.g. ``"mask"`` on GPT-2), naming it and suggesting an alternative.
+            asked for (e.g. ``"unk"`` on a tokenizer without one), naming it and suggesting an
+            alternative. ``"mask"`` on a tokenizer without a mask token (GPT-2) is mapped to
+            ``"pad"`` before this, by ``perturb_stage.effective_baseline``.
     """
     if isinstance(baseline, (int, np.integer)) and not isinstance(baseline, bool):
         if int(baseline) < 0:

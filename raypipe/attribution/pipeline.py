@@ -33,6 +33,7 @@ class AttributeResult(ModelStageTimes):
     mask_rows: int = 0     # sequences the methods asked for (original included), before dedup
     truncated: int = 0
     skipped_empty: int = 0
+    skipped_continuations: int = 0  # generation: documents whose target continuation is empty
     decode_fallbacks: int = 0
     shards_written: int = 0
     shards_skipped: int = 0
@@ -48,6 +49,7 @@ class AttributeResult(ModelStageTimes):
         self.mask_rows += int(stats.get("mask_rows", 0))
         self.truncated += int(stats.get("truncated", 0))
         self.skipped_empty += int(stats.get("skipped_empty", 0))
+        self.skipped_continuations += int(stats.get("skipped_continuations", 0))
         self.decode_fallbacks += int(stats.get("decode_fallbacks", 0))
         self.stage.add(stats.get("model_seconds", 0.0), stats.get("busy_until"))
 

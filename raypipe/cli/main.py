@@ -280,8 +280,9 @@ def _attribute(args: argparse.Namespace) -> int:
     rate = r.forward_rows / r.model_seconds if r.model_seconds else 0.0
     print(f"store          {r.store}\n"
           f"task           {r.kind}, method {config.method}, granularity {config.granularity}\n"
-          f"documents      {r.documents:,}  (skipped empty: {r.skipped_empty}, truncated: "
-          f"{r.truncated}, non-UTF-8 decoded: {r.decode_fallbacks})\n"
+          f"documents      {r.documents:,}  (skipped empty: {r.skipped_empty}, "
+          + (f"empty continuation: {r.skipped_continuations}, " if r.kind == "generation" else "")
+          + f"truncated: {r.truncated}, non-UTF-8 decoded: {r.decode_fallbacks})\n"
           f"rows           {r.rows:,} (document, target) rows\n"
           f"shards         {r.shards_written} written, {r.shards_skipped} already complete\n"
           f"forwards       {r.forward_rows:,} distinct sequences scored"
