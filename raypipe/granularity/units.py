@@ -8,6 +8,7 @@ Everything here is numpy over one document and knows nothing of models or Ray.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -184,7 +185,9 @@ def _singletons(positions: np.ndarray) -> list[np.ndarray]:
 
 
 def _units(doc: DocTokens, members: list[np.ndarray]) -> Units:
-    """Units whose span is min start .. max end of their tokens (as given by the offsets).
+    """Units whose span is min start .. max end of their tokens (as given by the offsets),
+    without the whitespace at either end (GPT-2's and Llama's tokens include the space before
+    them: the word is "movie", not " movie"); a unit that is only whitespace keeps it.
 
     Vectorised over units (``reduceat``): tokenization runs on the CPU tasks of every job, and a
     per-unit numpy call made it cost as much as the forward pass of a small model at split 1.
@@ -201,6 +204,12 @@ def _units(doc: DocTokens, members: list[np.ndarray]) -> Units:
     ends = np.maximum.reduceat(doc.offsets[flat, 1], first).astype(np.int64)
     text = doc.text
     texts = [text[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
+    for u, t in enumerate(texts):  # byte-level / Metaspace tokens carry the space before them
+        if t and (t[0].isspace() or t[-1].isspace()) and not t.isspace():
+            lead, trail = len(t) - len(t.lstrip()), len(t) - len(t.rstrip())
+            starts[u] += lead
+            ends[u] -= trail
+            texts[u] = t[lead:len(t) - trail]
     special = np.flatnonzero((sizes == 1) & doc.special[flat[first]])
     for u in special.tolist():  # a special token has no span: its token string is its text
         texts[u] = doc.tokens[int(flat[first[u]])] if doc.tokens is not None else ""
@@ -277,17 +286,64 @@ def doc_tokens_from_encodings(text: str, encodings: Sequence[Any], tokenizer: An
         tokens.extend(win_tokens)
     if not offsets:
         raise ValueError(f"no encodings given for document {text[:40]!r}; pass at least one window")
-    if _ids_are_document_level(offsets, raw_ids):
+    all_offsets, all_special = np.concatenate(offsets), np.concatenate(special)
+    if tokenizer is not None and not splits_words_at_whitespace(tokenizer):
+        word_ids = whitespace_word_ids(text, all_offsets, all_special)
+    elif _ids_are_document_level(offsets, raw_ids):
         word_ids = np.concatenate(raw_ids)
     else:
         word_ids = _renumber_window_ids(text, offsets, raw_ids, tokenizer)
     return DocTokens(
         text=text,
-        offsets=np.concatenate(offsets),
-        special=np.concatenate(special),
+        offsets=all_offsets,
+        special=all_special,
         word_ids=word_ids,
         tokens=tokens,
     )
+
+
+@functools.lru_cache(maxsize=16)
+def splits_words_at_whitespace(tokenizer: Any) -> bool:
+    """Whether the tokenizer's word ids tell words apart: "a b" must give two word ids.
+
+    Most fast tokenizers pre-split on whitespace (BERT, GPT-2's byte level) and number the
+    pieces. Llama/Mistral-style SentencePiece tokenizers in transformers 5 use ``Metaspace``
+    with ``split=False``: one piece per text, every token word 0, so WORD units would silently
+    be whole documents. For those, words come from the text instead (``whitespace_word_ids``).
+    """
+    if hasattr(tokenizer, "backend_tokenizer"):  # transformers fast tokenizer
+        word_ids = tokenizer("a b", add_special_tokens=False, truncation=False).word_ids()
+    else:  # a tokenizers.Tokenizer
+        tokenizer.no_truncation()
+        word_ids = tokenizer.encode("a b", add_special_tokens=False).word_ids
+    return len({w for w in word_ids if w is not None}) > 1
+
+
+_WHITESPACE = np.array([c for c in range(0x3001) if chr(c).isspace()], dtype=np.uint32)
+
+
+def whitespace_word_ids(text: str, offsets: np.ndarray, special: np.ndarray) -> np.ndarray:
+    """Word ids from the text: a word is a maximal run of non-whitespace characters, and a
+    token belongs to the word of its first non-whitespace character (a token that is only
+    whitespace, such as a lone "▁", joins the word after it; at the end of the text, the last
+    word). Special tokens get -1. Vectorised over characters and tokens."""
+    ids = np.full(offsets.shape[0], -1, dtype=np.int64)
+    content = np.flatnonzero(~special)
+    codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    solid = ~np.isin(codes, _WHITESPACE)
+    if content.size == 0 or not solid.any():
+        ids[content] = 0
+        return ids
+    word_of_char = np.cumsum(solid & ~np.concatenate(([False], solid[:-1]))) - 1  # (n_chars,)
+    n = codes.shape[0]
+    # next_solid[p]: the first non-whitespace character at or after p (n if none)
+    positions = np.where(solid, np.arange(n), n)
+    next_solid = np.minimum.accumulate(positions[::-1])[::-1]
+    starts = np.minimum(offsets[content, 0], n - 1)
+    anchor = next_solid[starts]
+    last_solid = int(np.flatnonzero(solid)[-1])
+    ids[content] = word_of_char[np.where(anchor < n, anchor, last_solid)]
+    return ids
 
 
 def _ids_are_document_level(offsets: list[np.ndarray], raw_ids: list[np.ndarray]) -> bool:
