@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,10 +165,33 @@ def config_from_dict(cls: type, values: dict, source: str = "config") -> Any:
             close = difflib.get_close_matches(key.replace("-", "_"), names, n=3)
             hint = f" Did you mean: {', '.join(close)}?" if close else ""
             raise ConfigError(f"unknown key {key!r} in {source}.{hint} Valid keys: {', '.join(names)}")
+    values = {key: _checked_value(cls, key, value, source) for key, value in values.items()}
     try:
         return cls(**values)
     except TypeError as err:
         raise ConfigError(f"invalid {source}: {err}") from err
+
+
+def _checked_value(cls: type, key: str, value: Any, source: str) -> Any:
+    """A YAML value of a number or flag field must have that type (``docs_per_shard: "100"``
+    would otherwise fail deep inside the job, after Ray started); ints pass for floats."""
+    if value is None:
+        return value
+    try:
+        kind = typing.get_type_hints(cls).get(key)
+    except (NameError, TypeError):  # a hint only a type checker can resolve: leave it to cls
+        return value
+    options = [a for a in typing.get_args(kind) if a is not type(None)] or [kind]
+    if len(options) != 1 or options[0] not in (int, float, bool):
+        return value
+    want = options[0]
+    ok = (isinstance(value, bool) if want is bool
+          else isinstance(value, (int, float) if want is float else int) and not isinstance(value, bool))
+    if not ok:
+        noun = {int: "an integer", float: "a number", bool: "true or false"}[want]
+        raise ConfigError(f"{key} in {source} must be {noun}, got {value!r} "
+                          f"({type(value).__name__}); write it without quotes")
+    return float(value) if want is float else value
 
 
 def load_yaml(path: str | Path) -> dict:

@@ -149,3 +149,28 @@ def test_attribute_show_and_faithfulness_through_the_cli(ray_local, tmp_path, ca
         return
     dom = dump_dom(page)
     assert "wonderful" in dom and "far" in dom
+
+
+def test_negative_block_indices_need_no_equals_sign():
+    from raypipe.cli.main import build_parser, join_negative_values
+
+    argv = ["extract", "--model", "m", "--corpus", "c", "--out", "o", "--split-points", "-2,-1"]
+    assert join_negative_values(argv)[-1] == "--split-points=-2,-1"
+    args = build_parser().parse_args(join_negative_values(argv))
+    assert args.split_points == "-2,-1"
+    assert join_negative_values(["--split-points", "-1", "--seed", "3"]) == [
+        "--split-points=-1", "--seed", "3"]
+
+
+@pytest.mark.parametrize("line,message", [
+    ('docs_per_shard: "100"', r"docs_per_shard in .* must be an integer, got '100' \(str\)"),
+    ("max_length: abc", r"max_length in .* must be an integer, got 'abc'"),
+    ("progress: 3", r"progress in .* must be true or false"),
+])
+def test_wrongly_typed_yaml_value_is_a_one_line_error(tmp_path, capsys, line, message):
+    import re as _re
+
+    job = tmp_path / "job.yaml"
+    job.write_text(f"model: m\ncorpus: c.txt\nout: o\n{line}\n")
+    assert main(["extract", "--config", str(job)]) == 2
+    assert _re.search(message, capsys.readouterr().err)
