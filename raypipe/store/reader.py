@@ -143,8 +143,16 @@ class ActivationStore:
             doc, unit = (np.diff(table.column(c).to_numpy()) for c in ("doc_id", "unit"))
             if np.all((doc > 0) | ((doc == 0) & (unit > 0))):
                 return None
-        order = pc.sort_indices(table, sort_keys=[("doc_id", "ascending"), ("unit", "ascending")])
-        order = order.to_numpy()
+        # Documents in store order (a new one where the id changes or the unit count restarts),
+        # so that two documents given the same id by an id column stay apart, in corpus order.
+        doc_ids, units = table.column("doc_id").combine_chunks(), table.column("unit").to_numpy()
+        starts = np.ones(len(table), dtype=bool)
+        if len(table) > 1:
+            changed = pc.not_equal(doc_ids[1:], doc_ids[:-1]).to_numpy(zero_copy_only=False)
+            starts[1:] = changed | (units[1:] <= units[:-1])
+        keyed = pa.table({"doc_id": doc_ids, "document": np.cumsum(starts), "unit": units})
+        order = pc.sort_indices(keyed, sort_keys=[("doc_id", "ascending"), ("document", "ascending"),
+                                                  ("unit", "ascending")]).to_numpy()
         return None if np.array_equal(order, np.arange(len(order))) else order
 
     def to_numpy(self, split: str | int | None = None) -> np.ndarray:

@@ -257,3 +257,16 @@ def test_integer_ids_out_of_corpus_order_are_sorted_too(tmp_path):
     expected = sorted(rows, key=lambda r: (int(r[0]), r[1]))
     np.testing.assert_array_equal(store.to_numpy(SPLITS[0]),
                                   np.stack([r[2][SPLITS[0]] for r in expected]))
+
+
+def test_documents_sharing_an_id_stay_apart_in_corpus_order(tmp_path):
+    """Two documents given the same id by an id column: sorting by (doc_id, unit) alone
+    interleaved them (A0 B0 A1 B1); each keeps its units together, first document first."""
+    root, rows = mixed_id_store(tmp_path, shards=((7, 3), (7,)))
+    store = ActivationStore(root)
+    units = store.units()
+    assert list(zip(units.column("doc_id").to_pylist(), units.column("unit").to_pylist())) == [
+        (3, 0), (3, 1), (7, 0), (7, 1), (7, 0), (7, 1)]
+    first_seven = [r for r in rows if r[0] == "7"]
+    np.testing.assert_array_equal(store.to_numpy(SPLITS[0])[2:],
+                                  np.stack([r[2][SPLITS[0]] for r in first_seven]))
