@@ -30,6 +30,7 @@ class AttributeResult(ModelStageTimes):
     documents: int = 0
     rows: int = 0
     forward_rows: int = 0  # sequences the model scored
+    resumed_forward_rows: int = 0  # of those, in shards an earlier run wrote
     mask_rows: int = 0     # sequences the methods asked for (original included), before dedup
     truncated: int = 0
     skipped_empty: int = 0
@@ -42,7 +43,16 @@ class AttributeResult(ModelStageTimes):
     counters: dict = field(default_factory=dict)
     stage: StageTime = field(default_factory=StageTime, repr=False)  # the shards' busy intervals
 
-    def add(self, stats: dict) -> None:
+    @property
+    def run_forward_rows(self) -> int:
+        """Sequences this run scored (a resumed job's old shards excluded)."""
+        return self.forward_rows - self.resumed_forward_rows
+
+    def add(self, stats: dict, *, resumed: bool = False) -> None:
+        """Count a shard's stats; ``resumed``: an earlier run wrote it, so it adds to the
+        totals but not to this run's model-stage time or rate."""
+        if resumed:
+            self.resumed_forward_rows += int(stats.get("forward_rows", 0))
         self.documents += int(stats.get("docs", 0))
         self.rows += int(stats.get("rows", 0))
         self.forward_rows += int(stats.get("forward_rows", 0))
@@ -51,13 +61,14 @@ class AttributeResult(ModelStageTimes):
         self.skipped_empty += int(stats.get("skipped_empty", 0))
         self.skipped_continuations += int(stats.get("skipped_continuations", 0))
         self.decode_fallbacks += int(stats.get("decode_fallbacks", 0))
-        self.stage.add(stats.get("model_seconds", 0.0), stats.get("busy_until"))
+        if not resumed:
+            self.stage.add(stats.get("model_seconds", 0.0), stats.get("busy_until"))
 
     def as_dict(self) -> dict:
         d = {k: v for k, v in self.__dict__.items() if k != "stage"}
         d["model_seconds"] = self.model_seconds
         d["actor_seconds"] = self.actor_seconds
-        d["forward_rows_per_second"] = round(self.forward_rows / self.model_seconds, 1) \
+        d["forward_rows_per_second"] = round(self.run_forward_rows / self.model_seconds, 1) \
             if self.model_seconds else 0.0
         return d
 
@@ -114,7 +125,7 @@ def attribute(config: AttributeConfig) -> AttributeResult:
     for shard_id, start in enumerate(range(0, n_docs, step)):
         if writer.is_complete(shard_id):
             result.shards_skipped += 1
-            result.add(writer.completed[shard_id].stats)
+            result.add(writer.completed[shard_id].stats, resumed=True)
         else:
             pending.append({"shard_id": shard_id, "doc_start": start, "doc_end": min(start + step, n_docs)})
     if pending:

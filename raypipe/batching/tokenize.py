@@ -44,10 +44,12 @@ class TokenizeStats:
     windowed: int = 0
     skipped_empty: int = 0
     skipped_empty_ids: list = field(default_factory=list)
+    no_units: int = 0  # tokenized to special tokens only (e.g. zero-width or control characters)
 
     def as_dict(self) -> dict:
         return {"docs": self.docs, "tokens": self.tokens, "truncated": self.truncated,
-                "windowed": self.windowed, "skipped_empty": self.skipped_empty}
+                "windowed": self.windowed, "skipped_empty": self.skipped_empty,
+                "no_units": self.no_units}
 
 
 def tokenize_documents(documents: Sequence[Document], tokenizer, *, max_length: int,
@@ -91,6 +93,7 @@ def tokenize_documents(documents: Sequence[Document], tokenizer, *, max_length: 
         windows = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
         item = TokenizedDoc(doc.doc_id, doc.position, doc.text, windows, units, truncated)
         stats.docs += 1
+        stats.no_units += not units.members
         stats.tokens += item.n_tokens
         out.append(item)
     return out, stats

@@ -294,7 +294,7 @@ def _attribute(args: argparse.Namespace) -> int:
 
     config = config_from_args(AttributeConfig, args)
     r = attribute(config)
-    rate = r.forward_rows / r.model_seconds if r.model_seconds else 0.0
+    rate = r.run_forward_rows / r.model_seconds if r.model_seconds else 0.0
     print(f"store          {r.store}\n"
           f"task           {r.kind}, method {config.method}, granularity {config.granularity}\n"
           f"documents      {r.documents:,}  (skipped empty: {r.skipped_empty}, "

@@ -38,6 +38,8 @@ class ExtractResult(ModelStageTimes):
     truncated: int = 0
     windowed: int = 0
     skipped_empty: int = 0
+    no_units: int = 0  # documents whose tokens are all special (zero-width or control characters)
+    resumed_tokens: int = 0  # tokens of shards an earlier run wrote (in the totals, not the rates)
     decode_fallbacks: int = 0
     unreadable: int = 0
     shards_written: int = 0
@@ -48,21 +50,29 @@ class ExtractResult(ModelStageTimes):
 
     @property
     def tokens_per_second(self) -> float:
-        return self.tokens / self.wall_seconds if self.wall_seconds else 0.0
+        """This run's tokens over this run's wall time (a resumed job's old shards excluded)."""
+        run_tokens = self.tokens - self.resumed_tokens
+        return run_tokens / self.wall_seconds if self.wall_seconds else 0.0
 
     @property
     def model_tokens_per_second(self) -> float:
-        """Steady state: tokens over the model stage's wall time, the time during which at
-        least one actor was busy with a shard (forward, reduce, write; overlapping shards and
-        actors working side by side counted once)."""
-        return self.tokens / self.model_seconds if self.model_seconds else 0.0
+        """Steady state: this run's tokens over the model stage's wall time, the time during
+        which at least one actor was busy with a shard (forward, reduce, write; overlapping
+        shards and actors working side by side counted once)."""
+        run_tokens = self.tokens - self.resumed_tokens
+        return run_tokens / self.model_seconds if self.model_seconds else 0.0
 
-    def add(self, stats: dict) -> None:
-        for key in ("truncated", "windowed", "skipped_empty", "decode_fallbacks", "unreadable",
-                    "tokens"):
+    def add(self, stats: dict, *, resumed: bool = False) -> None:
+        """Count a shard's stats; ``resumed``: an earlier run wrote it, so it adds to the
+        totals but not to this run's time or rates."""
+        for key in ("truncated", "windowed", "skipped_empty", "no_units", "decode_fallbacks",
+                    "unreadable", "tokens"):
             setattr(self, key, getattr(self, key) + int(stats.get(key, 0)))
         self.documents += int(stats.get("docs", 0))
         self.units += int(stats.get("units", 0))
+        if resumed:
+            self.resumed_tokens += int(stats.get("tokens", 0))
+            return
         self.stage.add(stats.get("seconds", 0.0), stats.get("busy_until"))
         self.problems.extend(stats.get("problems", [])[: max(0, 100 - len(self.problems))])
 
@@ -89,7 +99,7 @@ def extract_activations(config: ExtractConfig) -> ExtractResult:
     for shard_id, start, stop in plan.shards:
         if writer.is_complete(shard_id):
             result.shards_skipped += 1
-            result.add(writer.completed[shard_id].stats)
+            result.add(writer.completed[shard_id].stats, resumed=True)
         else:
             pending.append({"shard_id": shard_id, "doc_start": start, "doc_end": stop})
     if result.shards_skipped:

@@ -10,8 +10,11 @@ def print_summary(result: ExtractResult) -> None:
         f"store          {r.store}",
         f"documents      {r.documents:,}  (skipped empty: {r.skipped_empty}, unreadable: {r.unreadable}, "
         f"truncated: {r.truncated}, windowed: {r.windowed}, non-UTF-8 decoded: {r.decode_fallbacks})",
-        f"units (rows)   {r.units:,}",
-        f"tokens         {r.tokens:,}",
+        f"units (rows)   {r.units:,}" + (f"  ({r.no_units} documents gave no unit: only special "
+                                            "tokens, e.g. zero-width or control characters)"
+                                            if r.no_units else ""),
+        f"tokens         {r.tokens:,}" + (f"  ({r.tokens - r.resumed_tokens:,} in this run)"
+                                          if r.resumed_tokens else ""),
         f"shards         {r.shards_written} written, {r.shards_skipped} already complete",
         f"throughput     {r.tokens_per_second:,.0f} tokens/s end to end ({r.wall_seconds:.1f} s), "
         f"{r.model_tokens_per_second:,.0f} tokens/s in the model stage",

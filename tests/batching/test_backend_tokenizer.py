@@ -136,3 +136,14 @@ def test_special_ids_and_plain_ids_match_transformers(model_fixture, request):
     text = TEXTS[-1]
     assert encode_ids(backend, text) == encode_ids(hf, text)
     assert len(encode_ids(backend, text)) > 8
+
+
+def test_documents_of_special_tokens_only_are_counted(minilm_path):
+    """Zero-width spaces, control characters: not empty to str.strip(), but BERT's normalizer
+    drops them, leaving [CLS] [SEP]: no unit, so the document is counted, never silent."""
+    minilm_tokenizer = load_tokenizer(minilm_path)
+    docs = [Document(0, "\u200b\u200b", 0), Document(1, "\x00\x01", 1), Document(2, "fine", 2)]
+    out, stats = tokenize_documents(docs, minilm_tokenizer, max_length=32, overflow="truncate",
+                                    granularity=Granularity.WORD)
+    assert [len(d.units.members) for d in out] == [0, 0, 1]
+    assert stats.as_dict()["no_units"] == 2 and stats.docs == 3

@@ -98,6 +98,10 @@ def test_resume_after_some_shards_equals_uninterrupted(reference, minilm_path, t
     (out / dropped[0]["name"]).unlink()             # one shard file never finished
     result = extract_activations(job(minilm_path, out))
     assert result.shards_skipped == 2 and result.shards_written == 2
+    old_tokens = sum(s["stats"]["tokens"] for s in manifest["shards"])
+    assert result.resumed_tokens == old_tokens > 0  # totals keep them, this run's rates do not
+    assert result.tokens_per_second == pytest.approx(
+        (result.tokens - old_tokens) / result.wall_seconds)
     same_store(reference[0], out)
 
 
