@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,7 @@ class ExtractConfig:
     id_column: str | None = _opt(None, "column to use as doc_id (default: the 0-based row/line number)")
     corpus_format: str | None = _opt(None, "force the corpus format: text, jsonl, csv, tsv, "
                                      "parquet, hf_saved, hf")
+    corpus_split: str = _opt("train", "split of a saved DatasetDict or an hf:NAME corpus")
     max_docs: int | None = _opt(None, "only the first N documents of the corpus")
     dtype: str = _opt("float32", "model compute dtype: float32, float16, bfloat16")
     store_dtype: str | None = _opt(None, "dtype of stored activations (default: same as --dtype)")
@@ -130,10 +132,43 @@ class ExtractConfig:
         """The fields that determine the store's content (what the config hash covers)."""
         return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_ONLY}
 
-    def config_hash(self, corpus_fingerprint: dict | None = None) -> str:
-        payload = {"config": self.output_fields(), "corpus": corpus_fingerprint or {}}
-        blob = json.dumps(payload, sort_keys=True, default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+    def config_hash(self, corpus_fingerprint: dict | None = None,
+                    resolved: dict | None = None) -> str:
+        return config_hash(self.to_dict(), corpus_fingerprint, resolved)
+
+
+# Fields the corpus fingerprint describes better: it names the file by its absolute path (so
+# `corpus.txt`, `./corpus.txt` and its absolute path are one corpus) with its size, mtime,
+# split and columns.
+CORPUS_IDENTITY = frozenset({"corpus", "corpus_split"})
+
+
+def config_hash(config: dict, corpus_fingerprint: dict | None = None,
+                resolved: dict | None = None) -> str:
+    """What decides a store's content, hashed: a re-run with the same hash resumes the store.
+
+    Left out: RUNTIME_ONLY fields, and the corpus's spelling when its fingerprint is given.
+    ``resolved`` replaces fields by what the plan resolved them to (split points ``[1]``,
+    ``[-5]`` and ``["encoder.layer.1"]`` of a 6-block model are one split point); a model given
+    as a local folder counts by its real path (``./m``, ``m``, ``/abs/m``).
+    """
+    fields = {k: v for k, v in config.items() if k not in RUNTIME_ONLY}
+    if corpus_fingerprint:
+        fields = {k: v for k, v in fields.items() if k not in CORPUS_IDENTITY}
+    model = fields.get("model")
+    if isinstance(model, str) and model and os.path.isdir(model):
+        fields["model"] = os.path.realpath(model)
+    fields.update(resolved or {})
+    payload = {"config": fields, "corpus": corpus_fingerprint or {}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def legacy_config_hash(config: dict, corpus_fingerprint: dict | None = None) -> str:
+    """The hash stores written before raypipe hashed resolved values (stop 14's formula): every
+    non-runtime field as spelled, so those stores still resume."""
+    fields = {k: v for k, v in config.items() if k not in RUNTIME_ONLY and k != "corpus_split"}
+    payload = {"config": fields, "corpus": corpus_fingerprint or {}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 DTYPES = ("float32", "float16", "bfloat16")

@@ -22,3 +22,35 @@ def test_attribute_hash_ignores_the_store_path_but_not_the_method():
     a = AttributeConfig(**base, out="runs/a")
     assert AttributeConfig(**base, out="/elsewhere/a", actors=2).config_hash() == a.config_hash()
     assert AttributeConfig(**base | {"method": "lime"}, out="runs/a").config_hash() != a.config_hash()
+
+
+def test_extract_hash_is_of_what_the_spellings_resolve_to(tmp_path, monkeypatch):
+    """The corpus by its fingerprint, a local model by its real path, split points as resolved:
+    `corpus.txt` vs its absolute path, `./m` vs `m`, `1` vs `encoder.layer.1` resume."""
+    (tmp_path / "m").mkdir()
+    monkeypatch.chdir(tmp_path)
+    fingerprint = {"kind": "text", "path": str(tmp_path / "c.txt"), "size_bytes": 10}
+    resolved = {"split_points": ["encoder.layer.1"]}
+    spellings = [dict(model="m", corpus="c.txt", split_points=[1]),
+                 dict(model="./m", corpus=str(tmp_path / "c.txt"), split_points=["encoder.layer.1"]),
+                 dict(model=str(tmp_path / "m"), corpus="./c.txt", split_points=[-5])]
+    hashes = {ExtractConfig(**s, out="o").config_hash(fingerprint, resolved) for s in spellings}
+    assert len(hashes) == 1
+    other = ExtractConfig(**spellings[0], out="o").config_hash(fingerprint, {"split_points": ["x"]})
+    assert other not in hashes
+    assert ExtractConfig(**spellings[0], out="o", corpus_split="test").config_hash(
+        fingerprint | {"split": "test"}, resolved) not in hashes
+
+
+def test_a_store_hashed_the_old_way_still_resumes(tmp_path):
+    from raypipe.config import legacy_config_hash
+    from raypipe.store import StoreWriter
+
+    config = ExtractConfig(model="m", corpus="c.txt", split_points=[1], out=str(tmp_path / "s"))
+    fingerprint = {"kind": "text", "path": "/abs/c.txt"}
+    old = legacy_config_hash(config.to_dict(), fingerprint)
+    new = config.config_hash(fingerprint, {"split_points": ["encoder.layer.1"]})
+    assert old != new
+    StoreWriter(config.out, {"model": "m"}, old)
+    writer = StoreWriter(config.out, {"model": "m"}, new, also_accept=(old,))
+    assert writer.manifest["config_hash"] == new  # re-hashed the new way from now on

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from raypipe.config import (DTYPES, RUNTIME_ONLY, ConfigError, _opt, require_at_least_one,
+from raypipe.config import (DTYPES, ConfigError, _opt, config_hash, require_at_least_one,
                             require_fields)
 from raypipe.granularity import Aggregation, Granularity
 
@@ -46,6 +46,7 @@ class AttributeConfig:
                             "min, signed_max)")
     text_column: str = _opt("text", "text column of JSONL/CSV/Parquet corpora")
     id_column: str | None = _opt(None, "column to use as doc_id")
+    corpus_split: str = _opt("train", "split of a saved DatasetDict or an hf:NAME corpus")
     max_docs: int | None = _opt(None, "only the first N documents")
     max_length: int | None = _opt(None, "tokens per document (longer ones are truncated and counted)")
     dtype: str = _opt("float32", "model dtype: float32, float16, bfloat16")
@@ -118,10 +119,4 @@ class AttributeConfig:
         return d
 
     def config_hash(self, corpus_fingerprint: dict | None = None) -> str:
-        import hashlib
-        import json
-
-        fields = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_ONLY}
-        blob = json.dumps({"config": fields, "corpus": corpus_fingerprint or {}}, sort_keys=True,
-                          default=str).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return config_hash(self.to_dict(), corpus_fingerprint)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from raypipe import __version__
 from raypipe.attribution.config import AttributeConfig
 from raypipe.busy_time import ModelStageTimes, StageTime
-from raypipe.config import ConfigError
+from raypipe.config import ConfigError, legacy_config_hash
 from raypipe.corpus import open_corpus
 from raypipe.extraction.plan import resolve_max_length
 from raypipe.runtime import (cpu_task_concurrency, fault_hook_args, init_ray,
@@ -76,10 +76,12 @@ class AttributeResult(ModelStageTimes):
 def attribute(config: AttributeConfig) -> AttributeResult:
     """Run (or resume) an attribution job over a corpus."""
     t0 = time.perf_counter()
-    corpus = open_corpus(config.corpus, text_column=config.text_column, id_column=config.id_column)
+    corpus = open_corpus(config.corpus, text_column=config.text_column, id_column=config.id_column,
+                         split=config.corpus_split)
     targets = None
     if config.target_column:
-        targets = open_corpus(config.corpus, text_column=config.target_column)
+        targets = open_corpus(config.corpus, text_column=config.target_column,
+                              split=config.corpus_split)
     n_docs = len(corpus) if config.max_docs is None else min(len(corpus), config.max_docs)
 
     def plan() -> tuple[str, int, dict, dict]:
@@ -118,7 +120,8 @@ def attribute(config: AttributeConfig) -> AttributeResult:
               "n_samples": config.n_samples, "seed": config.seed, "baseline": config.baseline,
               "max_length": max_length, "documents": n_docs, "corpus": fingerprint,
               "id2label": id2label, "config": config.to_dict()}
-    writer = StoreWriter(config.out, header, config.config_hash(fingerprint), format=ATTRIBUTION_FORMAT)
+    writer = StoreWriter(config.out, header, config.config_hash(fingerprint), format=ATTRIBUTION_FORMAT,
+                         also_accept=(legacy_config_hash(config.to_dict(), fingerprint),))
     result = AttributeResult(store=config.out, kind=kind)
     step = config.docs_per_shard
     pending = []

@@ -51,7 +51,7 @@ def _load_saved(path: str, split: str, fingerprint: str) -> Any:
         if split not in loaded:
             raise CorpusError(
                 f"saved dataset {path!r} has no split {split!r}; its splits are "
-                f"{', '.join(map(repr, loaded))}: pass one of them as split"
+                f"{', '.join(map(repr, loaded))}: pass one of them as --corpus-split (YAML: corpus_split)"
             )
         loaded = loaded[split]
     return loaded

@@ -32,7 +32,7 @@ def plan_extraction(config: ExtractConfig) -> ExtractPlan:
     from raypipe.models.meta_model import load_meta_model
 
     corpus = open_corpus(config.corpus, text_column=config.text_column, id_column=config.id_column,
-                         format=config.corpus_format)
+                         format=config.corpus_format, split=config.corpus_split)
     n_docs = len(corpus) if config.max_docs is None else min(len(corpus), config.max_docs)
     meta, tokenizer = load_meta_model(config.model, auto_class=config.auto_class,
                                       trust_remote_code=config.trust_remote_code)

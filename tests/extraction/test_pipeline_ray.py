@@ -105,6 +105,16 @@ def test_resume_after_some_shards_equals_uninterrupted(reference, minilm_path, t
     same_store(reference[0], out)
 
 
+def test_resume_accepts_split_points_spelled_as_module_paths(reference, minilm_path, tmp_path):
+    import shutil
+
+    out = tmp_path / "respelled"
+    shutil.copytree(reference[0], out)
+    result = extract_activations(job(minilm_path, out, split_points="encoder.layer.1,-1"))
+    assert result.shards_skipped == 4 and result.shards_written == 0
+    same_store(reference[0], out)
+
+
 def test_killed_driver_resumes_with_same_command(reference, minilm_path, tmp_path):
     out = tmp_path / "killed-driver"
     corpus = tmp_path / "corpus.txt"

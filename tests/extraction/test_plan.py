@@ -49,3 +49,15 @@ def test_max_length_cap_bounds_the_models_maximum_only(minilm_path, tiny_bert_pa
     # an explicit --max-length is taken as asked (and checked), the cap does not apply to it
     assert plan_extraction(config(minilm_path, tmp_path, max_length=300,
                                   max_length_cap=256)).max_length == 300
+
+
+def test_corpus_split_picks_the_split_of_a_saved_dataset_dict(minilm_path, tmp_path):
+    import datasets
+
+    datasets.DatasetDict({"test": datasets.Dataset.from_dict({"text": TEXTS + ["third"]})}
+                         ).save_to_disk(tmp_path / "dd")
+    base = dict(model=minilm_path, corpus=str(tmp_path / "dd"), out=str(tmp_path / "s"))
+    with pytest.raises(Exception, match=r"no split 'train'.*'test'.*--corpus-split"):
+        plan_extraction(ExtractConfig(**base))
+    plan = plan_extraction(ExtractConfig(**base, corpus_split="test"))
+    assert plan.n_docs == 3 and plan.corpus.describe()["split"] == "test"
