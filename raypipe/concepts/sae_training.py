@@ -73,8 +73,11 @@ def train_sae(store: ActivationStore, split: str | int | None, config: TrainConf
     device = resolve_device(config.device)
     steps_per_epoch = math.ceil(train_rows / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
+    # what the checkpoint was trained on: the shards' checksums tell a different store with the
+    # same layout (another model's extraction of the same corpus) from a moved copy of this one
     data = {"store": store.path, "split": split_path, "train_rows": train_rows,
-            "train_shards": [r.shard_id for r in train_store.shards]}
+            "train_shards": [r.shard_id for r in train_store.shards],
+            "train_checksums": [r.checksum for r in train_store.shards]}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -385,6 +388,13 @@ def _check_resumable(ckpt: dict, config: TrainConfig, data: dict, out: Path) -> 
     for key in ("split", "train_rows", "train_shards"):
         if ckpt["data"].get(key) != data[key]:
             diffs.append((f"data.{key}", ckpt["data"].get(key), data[key]))
+    saved_sums = ckpt["data"].get("train_checksums")
+    if not diffs and saved_sums != data["train_checksums"]:  # same layout, other bytes
+        changed = [shard for shard, a, b in zip(data["train_shards"], saved_sums or [],
+                                                data["train_checksums"]) if a != b]
+        diffs.append(("data.train_checksums", "the checkpoint's training shards",
+                      f"other contents in shard(s) {changed[:5] or data['train_shards'][:5]}"
+                      f"{' ...' if len(changed) > 5 else ''} (another store?)"))
     if diffs:
         lines = "\n".join(f"  {k}: {a!r} -> {b!r}" for k, a, b in diffs)
         raise ResumeMismatchError(

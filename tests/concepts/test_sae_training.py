@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -99,6 +100,24 @@ def test_resume_refuses_a_different_config(small_store, tmp_path):
     # fields that cannot change the weights may differ
     train_sae(small_store, SPLIT, make_train_config(checkpoint_every=5, log_every=7), tmp_path,
               progress=False, stop_after_steps=3)
+
+
+def test_resume_refuses_another_store_with_the_same_layout(small_store, tmp_path):
+    config = make_train_config()
+    train_sae(small_store, SPLIT, config, tmp_path / "out", progress=False, stop_after_steps=2)
+    other = planted_sparse_data(rows=600, d=8, n_atoms=12, k=2, seed=7).x * 3 + 5
+    other_store = write_store(tmp_path / "other", other.astype(np.float32), 3)  # 3 x 200 rows too
+    assert [len(s) for s in (other_store, small_store)] == [600, 600]
+    with pytest.raises(ResumeMismatchError, match=r"data.train_checksums"):
+        train_sae(other_store, SPLIT, config, tmp_path / "out", progress=False)
+    # the same store at another path is the same data: it resumes
+    moved = tmp_path / "moved"
+    shutil.copytree(small_store.path, moved)
+    from raypipe.store import ActivationStore
+
+    assert train_sae(ActivationStore(str(moved)), SPLIT, config, tmp_path / "out",
+                     progress=False, stop_after_steps=3) is None
+    assert load_checkpoint(tmp_path / "out" / "checkpoint")["step"] == 3
 
 
 @pytest.mark.parametrize("method", SAE_METHODS)
