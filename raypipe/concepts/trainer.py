@@ -66,6 +66,8 @@ class ConceptTrainer:
 
         c = self.config
         train, held = holdout_partition(store, c.holdout_shards)
+        checksums = [r.checksum for r in train.shards]
+        check_batch_refit(Path(c.out), batch_fit_identity(c, split, checksums))
         capacity = capacity_for_budget(c.memory_budget_mb * 2**20, store.dim(split))
         batches = (b["activations"] for b in train.iter_batches(split, batch_size=8192, columns=()))
         sample, seen = reservoir_sample(batches, capacity, seed=c.seed)
@@ -74,11 +76,73 @@ class ConceptTrainer:
         model = fit_batch_method(c.method, sample, c.concepts, seed=c.seed)
         model.meta["reservoir"] = {"rows_sampled": int(len(sample)), "rows_seen": int(seen),
                                    "memory_budget_mb": c.memory_budget_mb}
+        model.meta["train_checksums"] = checksums
+        _remove_sae_artefacts(Path(c.out))
         fit_sample = {f"sample_{k}": v for k, v in model.meta.get("metrics", {}).items()}
         model.meta["metrics"] = dict(fit_sample, **heldout_metrics(
             model, held if c.holdout_shards else train, split),
             evaluated_on="holdout" if c.holdout_shards else "training rows")
         return model
+
+
+def batch_fit_identity(config: FitConfig, split: str, train_checksums: list[str]) -> dict:
+    """What a batch fit's dictionary depends on (SAE-only knobs, the store's path and runtime
+    settings left out): two fits with the same identity write the same dictionary."""
+    return {"method": config.method, "concepts": config.concepts, "split_point": split,
+            "seed": config.seed, "holdout_shards": config.holdout_shards,
+            "memory_budget_mb": config.memory_budget_mb, "train_checksums": train_checksums}
+
+
+def saved_fit_identity(header: dict) -> dict:
+    """The ``batch_fit_identity`` keys that a saved ``dictionary.json`` header records."""
+    meta = header.get("meta", {})
+    fit_config = meta.get("fit_config") or {}
+    saved = {"method": header.get("method"), "concepts": header.get("n_concepts"),
+             "split_point": meta.get("split_point")}
+    saved |= {k: fit_config[k] for k in ("seed", "holdout_shards", "memory_budget_mb")
+              if k in fit_config}
+    if "train_checksums" in meta:
+        saved["train_checksums"] = meta["train_checksums"]
+    return saved
+
+
+def check_batch_refit(out: Path, identity: dict) -> None:
+    """Refuse to overwrite ``out``'s dictionary (or SAE checkpoint) with a different batch fit.
+
+    The SAE path refuses a changed config through its checkpoint (``ResumeMismatchError``);
+    a batch method has no checkpoint, so its saved ``dictionary.json`` plays that part. An
+    identical fit may rewrite the directory (same seed: the same dictionary).
+    """
+    from raypipe.concepts.concept_model import JSON_FILE
+    from raypipe.concepts.sae_training import CHECKPOINT_DIR, ResumeMismatchError
+
+    fix = f"Fix: use a new --out, or delete {out} to fit from scratch."
+    if (out / CHECKPOINT_DIR).exists():
+        raise ResumeMismatchError(
+            f"{out} holds the checkpoint of a sparse-autoencoder training run "
+            f"({out / CHECKPOINT_DIR}); a {identity['method']} fit would mix with it.\n{fix}")
+    try:
+        header = json.loads((out / JSON_FILE).read_text())
+    except (OSError, ValueError):
+        return  # nothing (readable) to protect: a fresh fit
+    saved = saved_fit_identity(header)
+    diffs = [(k, saved[k], identity[k]) for k in saved if saved[k] != identity[k]]
+    diffs = [(k, "the saved dictionary's training shards", "other contents (another store?)")
+             if k == "train_checksums" else (k, a, b) for k, a, b in diffs]
+    if diffs:
+        lines = "\n".join(f"  {k}: {a!r} -> {b!r}" for k, a, b in diffs)
+        raise ResumeMismatchError(
+            f"{out / JSON_FILE} was written by a different fit (saved -> this call):\n{lines}\n"
+            f"{fix}")
+
+
+def _remove_sae_artefacts(out: Path) -> None:
+    """A batch fit has no training curve: one left by an earlier SAE in ``out`` must not be
+    shown (by the report) as this dictionary's."""
+    from raypipe.concepts.sae_training import CURVE_NAME, HISTORY_NAME
+
+    for name in (CURVE_NAME, HISTORY_NAME):
+        (out / name).unlink(missing_ok=True)
 
 
 def heldout_metrics(model, store, split: str, batch_size: int = 8192) -> dict:

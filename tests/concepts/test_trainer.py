@@ -37,6 +37,46 @@ def test_pca_fit_in_process_matches_sklearn(store_dir, tmp_path):
     assert model.meta["reservoir"]["rows_seen"] == len(x)
 
 
+def _fit(store_dir, out, **overrides):
+    config = dict(store=store_dir, out=str(out), method="pca", concepts=4, progress=False)
+    return ConceptTrainer(FitConfig(**(config | overrides)).to_dict()).fit()
+
+
+def test_batch_fit_refuses_a_different_config_in_its_out_dir(store_dir, tmp_path):
+    from raypipe.concepts.sae_training import ResumeMismatchError
+
+    out = tmp_path / "pca"
+    _fit(store_dir, out)
+    before = ConceptModel.load(out).dictionary
+    _fit(store_dir, out, epochs=5, progress=True)   # an SAE-only knob / runtime flag: same fit
+    torch.testing.assert_close(ConceptModel.load(out).dictionary, before)
+    with pytest.raises(ResumeMismatchError, match=r"(?s)method: 'pca' -> 'kmeans'.*concepts: 4 -> 7"):
+        _fit(store_dir, out, method="kmeans", concepts=7)
+    with pytest.raises(ResumeMismatchError, match="seed: 0 -> 1"):
+        _fit(store_dir, out, seed=1)
+    assert ConceptModel.load(out).method == "pca", "the refused fit left the dictionary alone"
+
+
+def test_batch_fit_into_an_sae_dir_is_refused_and_leaves_no_stale_curve(store_dir, tmp_path):
+    import shutil
+
+    from raypipe.concepts.sae_training import ResumeMismatchError
+
+    out = tmp_path / "sae"
+    _fit(store_dir, out, method="topk_sae", concepts=8, top_k=2, batch_size=1024)
+    assert (out / "training_curve.png").is_file() and (out / "training_history.json").is_file()
+    with pytest.raises(ResumeMismatchError, match="checkpoint"):
+        _fit(store_dir, out)
+    shutil.rmtree(out / "checkpoint")                           # the SAE's resume advice
+    with pytest.raises(ResumeMismatchError, match="method: 'topk_sae' -> 'pca'"):
+        _fit(store_dir, out)
+    (out / "dictionary.json").unlink()                          # what is left: curve + history
+    _fit(store_dir, out)
+    assert ConceptModel.load(out).method == "pca"
+    assert not (out / "training_curve.png").exists()
+    assert not (out / "training_history.json").exists()
+
+
 @pytest.mark.ray
 def test_fit_topk_sae_in_ray_actor_and_cli(ray_local, store_dir, tmp_path, capsys):
     out = tmp_path / "sae"
