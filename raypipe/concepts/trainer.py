@@ -146,15 +146,26 @@ def _remove_sae_artefacts(out: Path) -> None:
 
 
 def heldout_metrics(model, store, split: str, batch_size: int = 8192) -> dict:
-    """R², MSE, mean L0 over the rows of ``store`` (streamed): the same keys as SAE training."""
+    """R², MSE, mean L0 and the dead fraction over the rows of ``store`` (streamed): the same
+    keys as SAE training.
+
+    A concept is dead when it is 0 on every one of these rows (``sae_training.evaluate``'s
+    ``holdout_dead_fraction``). A batch fit has no training stream to track firing over, so
+    ``dead_fraction`` is that same measurement.
+    """
     from raypipe.concepts.metrics import MetricAccumulator
 
     acc = MetricAccumulator()
+    fired = torch.zeros(model.n_concepts, dtype=torch.bool)
     for batch in store.iter_batches(split, batch_size=batch_size, columns=()):
         x = torch.from_numpy(batch["activations"])
         codes = model.encode(x)
         acc.update(x, model.decode(codes), codes)
-    return acc.result() if len(store) else {}
+        fired |= (codes != 0).any(0)
+    if not len(store):
+        return {}
+    dead = float((~fired).double().mean())
+    return {**acc.result(), "dead_fraction": dead, "holdout_dead_fraction": dead}
 
 
 class FitInputError(ValueError):

@@ -37,6 +37,26 @@ def test_pca_fit_in_process_matches_sklearn(store_dir, tmp_path):
     assert model.meta["reservoir"]["rows_seen"] == len(x)
 
 
+def test_batch_metrics_count_concepts_that_never_fire_on_the_held_out_rows(store_dir, tmp_path):
+    from raypipe.concepts.trainer import heldout_metrics
+    from raypipe.store import ActivationStore
+
+    summary = _fit(store_dir, tmp_path / "kmeans", method="kmeans", concepts=4)
+    model = ConceptModel.load(tmp_path / "kmeans")
+    held = ActivationStore(store_dir).to_numpy(SPLIT)[3000:]    # the last of 4 shards
+    by_hand = float(np.mean(~(model.encode(held) != 0).any(0)))
+    assert summary["metrics"]["dead_fraction"] == pytest.approx(by_hand)
+    assert summary["metrics"]["holdout_dead_fraction"] == pytest.approx(by_hand)
+
+    # a centroid no row is nearest to never fires: 1 of 4 concepts is dead
+    far = model.dictionary.clone()
+    far[3] = 1e3
+    dead_one = ConceptModel("kmeans", {"dictionary": far,
+                                       "temperature": model.tensors["temperature"]}, {})
+    metrics = heldout_metrics(dead_one, ActivationStore(store_dir), SPLIT, batch_size=333)
+    assert metrics["dead_fraction"] == 0.25 and metrics["holdout_dead_fraction"] == 0.25
+
+
 def _fit(store_dir, out, **overrides):
     config = dict(store=store_dir, out=str(out), method="pca", concepts=4, progress=False)
     return ConceptTrainer(FitConfig(**(config | overrides)).to_dict()).fit()
