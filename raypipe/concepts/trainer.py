@@ -29,13 +29,13 @@ class ConceptTrainer:
     def fit(self) -> dict:
         from raypipe.store import ActivationStore
 
-        c = self.config
-        store = ActivationStore(c.store)
-        split = _split(store, c.split_point)
-        if c.holdout_shards >= len(store.shards):
+        store = ActivationStore(self.config.store)
+        split = _split(store, self.config.split_point)
+        if self.config.holdout_shards >= len(store.shards):
             log.warning("store has %d shard(s): nothing left to hold out, metrics are in-sample",
                         len(store.shards))
-            self.config = c = FitConfig(**(c.to_dict() | {"holdout_shards": 0}))
+        self.config = c = effective_config(self.config, store)
+        check_fit_inputs(c, store, split)
         t0 = time.perf_counter()
         if c.is_sae:
             model = self._fit_sae(store, split)
@@ -67,7 +67,6 @@ class ConceptTrainer:
         c = self.config
         train, held = holdout_partition(store, c.holdout_shards)
         checksums = [r.checksum for r in train.shards]
-        check_batch_refit(Path(c.out), batch_fit_identity(c, split, checksums))
         capacity = capacity_for_budget(c.memory_budget_mb * 2**20, store.dim(split))
         batches = (b["activations"] for b in train.iter_batches(split, batch_size=8192, columns=()))
         sample, seen = reservoir_sample(batches, capacity, seed=c.seed)
@@ -83,6 +82,43 @@ class ConceptTrainer:
             model, held if c.holdout_shards else train, split),
             evaluated_on="holdout" if c.holdout_shards else "training rows")
         return model
+
+
+def effective_config(config: FitConfig, store) -> FitConfig:
+    """``config`` as the trainer runs it: a store with no shard to spare holds none out."""
+    if config.holdout_shards >= len(store.shards):
+        return FitConfig(**(config.to_dict() | {"holdout_shards": 0}))
+    return config
+
+
+def check_fit_inputs(config: FitConfig, store, split: str) -> None:
+    """User errors the store's manifest reveals, raised before Ray starts (``fit_concepts``) with
+    the flags to change, rather than as sklearn's error from inside the trainer actor; and, for
+    a batch method, a different fit already in ``--out`` (``check_batch_refit``).
+
+    ``config`` is the ``effective_config``.
+    """
+    from raypipe.concepts.reservoir import capacity_for_budget
+    from raypipe.concepts.sae_training import holdout_partition
+
+    dim = store.dim(split)
+    if config.method in ("pca", "ica", "svd", "sparse_pca") and config.concepts > dim:
+        raise FitInputError(
+            f"--concepts {config.concepts} exceeds the width {dim} of split point {split!r}: "
+            f"{config.method} finds at most {dim} components; lower --concepts, or use an "
+            "overcomplete method (an SAE, nmf, kmeans, dictionary_learning)")
+    if config.is_sae:
+        return
+    train, _ = holdout_partition(store, config.holdout_shards)
+    if config.method == "kmeans":
+        rows = min(len(train), capacity_for_budget(config.memory_budget_mb * 2**20, dim))
+        if config.concepts > rows:
+            raise FitInputError(
+                f"--concepts {config.concepts} exceeds the {rows} rows kmeans is fitted on (the "
+                f"reservoir sample of {len(train)} training rows within --memory-budget-mb "
+                f"{config.memory_budget_mb}): lower --concepts, or fit on more activations")
+    check_batch_refit(Path(config.out),
+                      batch_fit_identity(config, split, [r.checksum for r in train.shards]))
 
 
 def batch_fit_identity(config: FitConfig, split: str, train_checksums: list[str]) -> dict:
@@ -192,7 +228,8 @@ def fit_concepts(config: FitConfig) -> dict:
 
     from raypipe.store import ActivationStore
 
-    _split(ActivationStore(config.store), config.split_point)  # fail fast, before Ray starts
+    store = ActivationStore(config.store)  # fail fast, before Ray starts
+    check_fit_inputs(effective_config(config, store), store, _split(store, config.split_point))
     init_ray(config.address, 1, config.num_cpus)
     actor_cls = ray.remote(num_gpus=config.num_gpus, num_cpus=config.num_cpus, max_restarts=2,
                            max_task_retries=2, **fault_hook_args())(ConceptTrainer)

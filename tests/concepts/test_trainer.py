@@ -120,6 +120,53 @@ def test_fit_errors_name_the_problem(store_dir, tmp_path, capsys):
     assert SPLIT in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--method", "topk_sae", "--concepts", "4"], "--top-k 8 exceeds --concepts 4"),
+    (["--method", "batchtopk_sae", "--concepts", "4", "--top-k", "5"], "--top-k 5 exceeds"),
+    (["--method", "pca", "--concepts", "50"], "--concepts 50 exceeds the width 16"),
+    (["--method", "ica", "--concepts", "17"], "--concepts 17 exceeds the width 16"),
+    (["--method", "kmeans", "--concepts", "5000"], "--concepts 5000 exceeds the 3000 rows"),
+])
+def test_fit_size_errors_are_one_line_before_ray_starts(store_dir, tmp_path, capsys, monkeypatch,
+                                                        flags, message):
+    import raypipe.runtime
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray was started before the inputs were checked")
+
+    monkeypatch.setattr(raypipe.runtime, "init_ray", no_ray)
+    assert main(["fit", "--store", store_dir, "--out", str(tmp_path / "o"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("raypipe fit: error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_resume_mismatch_from_the_trainer_actor_is_a_user_error(capsys):
+    from ray.exceptions import RayTaskError
+
+    from raypipe.cli.main import _is_user_error, _task_cause
+    from raypipe.concepts.sae_training import ResumeMismatchError
+
+    cause = ResumeMismatchError("out/checkpoint was written by a different training run")
+    wrapped = RayTaskError("ConceptTrainer.fit", "Traceback (most recent call last): ...",
+                           cause).as_instanceof_cause()
+    assert _task_cause(wrapped) is cause and _is_user_error(_task_cause(wrapped))
+    assert "Traceback" not in str(_task_cause(wrapped))
+
+
+@pytest.mark.ray
+def test_changed_sae_config_through_the_cli_exits_2_with_the_diff(ray_local, store_dir, tmp_path,
+                                                                  capsys):
+    common = ["fit", "--store", store_dir, "--method", "topk_sae", "--top-k", "2",
+              "--batch-size", "1024", "--out", str(tmp_path / "sae"), "--no-progress"]
+    assert main([*common, "--concepts", "8"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--concepts", "16"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("raypipe fit: error: ") and "n_concepts: 8 -> 16" in err
+    assert "Traceback" not in err and "RayTaskError" not in err
+
+
 @pytest.mark.ray
 def test_killed_trainer_actor_resumes_from_its_checkpoint(ray_local, store_dir, tmp_path, monkeypatch):
     from raypipe.runtime import FAULT_ENV
