@@ -90,9 +90,9 @@ def train_sae(store: ActivationStore, split: str | int | None, config: TrainConf
         torch.manual_seed(config.seed)
         sae, sae_kwargs = build_sae(config, dim, device)
         optimizer = torch.optim.Adam(sae.parameters(), lr=config.lr)
+        warmup = warmup_for(config.warmup_steps, total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_factor(s, total_steps, config.warmup_steps,
-                                           config.final_lr_ratio))
+            optimizer, lambda s: lr_factor(s, total_steps, warmup, config.final_lr_ratio))
         tracker = DeadLatentTracker(config.n_concepts, device)
         state = _TrainState()
         ckpt = load_checkpoint(out / CHECKPOINT_DIR)
@@ -120,7 +120,8 @@ def train_sae(store: ActivationStore, split: str | int | None, config: TrainConf
     plot_training_curve(state.history, out / CURVE_NAME)
     meta = {"n_concepts": config.n_concepts, "dim": dim, "split_point": split_path,
             "store": store.path, "training_config": config.to_dict(), "metrics": metrics,
-            "steps": state.step, "train_rows": train_rows, "holdout_rows": len(eval_store)}
+            "steps": state.step, "warmup_steps": warmup, "train_rows": train_rows,
+            "holdout_rows": len(eval_store)}
     return _save_concept_model(config.method, sae, sae_kwargs, meta, out)
 
 
@@ -174,6 +175,16 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, final_lr_ratio: fl
     decay_steps = max(1, total_steps - 1 - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / decay_steps)
     return final_lr_ratio + (1 - final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def warmup_for(warmup_steps: int, total_steps: int) -> int:
+    """Warmup steps of a ``total_steps`` run: ``min(warmup_steps, total_steps // 10)``.
+
+    A run shorter than its warmup would never reach the peak learning rate nor decay (an 8-step
+    run with the default 100 ends at 9% of lr); capping the warmup at a tenth of the run keeps
+    the schedule's shape for short runs and leaves long ones as configured.
+    """
+    return min(warmup_steps, total_steps // 10)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
