@@ -68,6 +68,10 @@ from raypipe.concepts.methods import BATCH_METHODS, SAE_METHODS, check_method
 if TYPE_CHECKING:  # concept_model imports this module for the codecs; import it lazily here
     from raypipe.concepts.concept_model import ConceptModel
 
+# Methods whose encode runs outside torch (sklearn's ``sparse_encode`` for dictionary_learning):
+# no gradient can flow from their codes back to x, so ConceptModel.encode refuses an x that
+# asks for one instead of returning codes that silently cut the graph.
+NON_DIFFERENTIABLE_ENCODE = ("dictionary_learning",)
 NNLS_MAX_ITER = 1000
 NNLS_TOL = 1e-6          # stop when the step is this small relative to the codes (Frobenius)
 METRIC_ROWS = 4096       # rows of the fit sample used for the reconstruction metrics
