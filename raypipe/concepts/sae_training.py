@@ -9,6 +9,9 @@ Resuming is exact: an epoch's batches are a pure function of (store, config.seed
 resumed run replays its epoch's stream and skips the ``rows_in_epoch`` rows the checkpoint had
 already consumed, then continues with the restored weights, Adam moments, schedule position,
 RNG and dead-latent counters. On CPU the resumed weights equal an uninterrupted run's exactly.
+The training history (and its PNG curve) is approximate across a resume: the metrics summed
+since the last history entry are not checkpointed, so the first entry after a resume averages
+only the steps taken after it. Weights, optimiser state and the final metrics are unaffected.
 """
 from __future__ import annotations
 
