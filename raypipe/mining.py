@@ -2,8 +2,9 @@
 
 Each stage writes into its own folder under ``out`` and is resumable on its own terms: the
 extraction skips complete shards, the trainer resumes from its checkpoint (or is skipped when
-its dictionary exists), the interpretation is skipped when its summary exists, and the report is
-cheap and always rewritten. So re-running the same command after any crash finishes the job.
+its dictionary exists), the interpretation is skipped when its summary exists for the same
+dictionary, and the report is cheap and always rewritten. So re-running the same command after
+any crash finishes the job.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raypipe.config import _opt, require_fields
+from raypipe.config import RUNTIME_ONLY, _opt, require_fields
 
 log = logging.getLogger("raypipe.mine")
 
@@ -66,6 +67,7 @@ def mine_concepts(config: MineConfig) -> dict:
     from raypipe.concepts.fit_config import FitConfig
     from raypipe.config import ExtractConfig
     from raypipe.extraction import extract_activations
+    from raypipe.interpretation.concept_gradient_job import concepts_fingerprint
     from raypipe.interpretation.interpret_config import InterpretConfig
 
     p = config.paths
@@ -91,7 +93,7 @@ def mine_concepts(config: MineConfig) -> dict:
                     num_gpus=config.num_gpus,
                     address=config.address, progress=config.progress)
     log.info("stage 2/4: fit %s with %d concepts -> %s", config.method, config.concepts, p["concepts"])
-    if _done(p["concepts"] / "fit_summary.json", fit.to_dict(), "config"):
+    if _done(p["concepts"] / "fit_summary.json", fit.to_dict()):
         fitted = json.loads((p["concepts"] / "fit_summary.json").read_text())
     else:
         from raypipe.concepts.trainer import fit_concepts
@@ -102,7 +104,8 @@ def mine_concepts(config: MineConfig) -> dict:
                                 address=config.address, progress=config.progress)
     log.info("stage 3/4: top-activating units -> %s", p["interpretation"])
     summary_path = p["interpretation"] / "interpretation.json"
-    if not _done(summary_path, dataclasses.asdict(interpret), "config"):
+    if not _done(summary_path, dataclasses.asdict(interpret),
+                 {"concepts_fingerprint": concepts_fingerprint(p["concepts"])}):
         from raypipe.interpretation.interpret_job import interpret_concepts
 
         interpret_concepts(interpret)
@@ -114,14 +117,32 @@ def mine_concepts(config: MineConfig) -> dict:
             "interpretation": str(p["interpretation"])}
 
 
-def _done(path: Path, config: dict, key: str) -> bool:
-    """A stage is finished when its summary exists and was made with the same config."""
+def _done(path: Path, config: dict, inputs: dict | None = None) -> bool:
+    """A stage is finished when its summary exists, was made with the same config and, for a
+    stage that reads an earlier stage's output, from the same ``inputs`` (summary keys).
+
+    Runtime-only keys (``RUNTIME_ONLY``: progress, address, num_gpus, ...) do not change a
+    stage's output, so they are left out of the comparison: adding ``--progress`` must not refit.
+    ``inputs`` matter because a config names the folders it reads, not what is in them: the
+    interpretation of a refitted dictionary is stale although its config is unchanged.
+    """
     if not path.is_file():
         return False
     try:
-        return json.loads(path.read_text()).get(key) == json.loads(json.dumps(config, default=str))
+        saved = json.loads(path.read_text())
     except json.JSONDecodeError:
         return False
+    if not isinstance(saved.get("config"), dict):
+        return False
+    if _output_fields(saved["config"]) != _output_fields(config):
+        return False
+    return all(saved.get(key) == value for key, value in (inputs or {}).items())
+
+
+def _output_fields(config: dict) -> dict:
+    """``config`` as JSON would hold it, without the runtime-only keys."""
+    plain = json.loads(json.dumps(config, default=str))
+    return {k: v for k, v in plain.items() if k not in RUNTIME_ONLY}
 
 
 def top_concepts(interpretation: str, n: int = 5, min_frequency: float = 0.002

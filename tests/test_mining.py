@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pyarrow.parquet as pq
 import pytest
@@ -58,6 +59,36 @@ def test_mine_runs_every_stage_then_resumes_without_redoing_any(ray_local, tiny_
     assert again["summary"]["shards_skipped"] == 3 and again["summary"]["shards_written"] == 0
     assert dictionary.stat().st_mtime_ns == stamp, "a finished fit is not redone"
     assert (out / "interpretation" / "interpretation.json").read_text() == summary
+
+
+def test_mine_reinterprets_a_refitted_dictionary_but_not_for_runtime_flags(ray_local,
+                                                                          tiny_bert_path, tmp_path):
+    job, _ = _job(tmp_path, tiny_bert_path, method="pca", concepts=6, top_activations=3)
+    assert main(["mine", "--config", str(job)]) == 0
+    out = tmp_path / "mine"
+    dictionary = out / "concepts" / "dictionary.safetensors"
+    summary_path = out / "interpretation" / "interpretation.json"
+    stamp, summary = dictionary.stat().st_mtime_ns, summary_path.read_text()
+
+    # progress/address/num_gpus change how a stage runs, not what it writes: nothing is redone
+    job.write_text(yaml.safe_dump(yaml.safe_load(job.read_text()) | {"progress": True,
+                                                                    "num_gpus": 0}))
+    assert main(["mine", "--config", str(job)]) == 0
+    assert dictionary.stat().st_mtime_ns == stamp, "a runtime-only flag must not refit"
+    assert summary_path.read_text() == summary
+
+    # a refit (here into a fresh concepts/) must be followed by a new interpretation and report
+    shutil.rmtree(out / "concepts")
+    job.write_text(yaml.safe_dump(yaml.safe_load(job.read_text()) | {"method": "kmeans",
+                                                                    "concepts": 9}))
+    assert main(["mine", "--config", str(job)]) == 0
+    again = json.loads(summary_path.read_text())
+    assert (again["method"], again["n_concepts"]) == ("kmeans", 9)
+    concepts = pq.read_table(out / "interpretation" / "concepts.parquet")
+    assert concepts.num_rows == 9
+    top = pq.read_table(out / "interpretation" / "top_activations.parquet").to_pylist()
+    assert max(r["concept"] for r in top) == 8
+    assert "kmeans" in (out / "report.html").read_text()
 
 
 def test_mine_on_one_shard_measures_in_sample(ray_local, tiny_bert_path, tmp_path):

@@ -270,8 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         print("raypipe: interrupted; re-run the same command to resume", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - one clear line for known user errors
-        if _is_user_error(err):
-            print(f"raypipe {args.command}: error: {err}", file=sys.stderr)
+        cause = _task_cause(err)
+        if _is_user_error(cause):
+            print(f"raypipe {args.command}: error: {cause}", file=sys.stderr)
             return 2
         raise
     return 1
@@ -335,15 +336,27 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _task_cause(err: Exception) -> Exception:
+    """The exception a Ray task or actor raised (its message without Ray's traceback)."""
+    if "ray" in sys.modules:
+        from ray.exceptions import RayTaskError
+
+        if isinstance(err, RayTaskError) and isinstance(err.cause, Exception):
+            return err.cause
+    return err
+
+
 def _is_user_error(err: Exception) -> bool:
     from raypipe.config import ConfigError
     from raypipe.corpus import CorpusError
     from raypipe.models import ModelLoadError, SplitPointError
+    from raypipe.concepts.sae_training import ResumeMismatchError
     from raypipe.concepts.trainer import FitInputError
     from raypipe.store import StoreExistsError
 
     return isinstance(err, (ConfigError, CorpusError, ModelLoadError, SplitPointError,
-                            StoreExistsError, FileNotFoundError, FitInputError))
+                            StoreExistsError, FileNotFoundError, FitInputError,
+                            ResumeMismatchError))
 
 
 def run() -> None:

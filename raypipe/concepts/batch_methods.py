@@ -18,14 +18,20 @@ ica           dictionary = mixing.T, unmixing, mean    ``(x - mean) @ unmixing.T
                                                        mixing matrix, what one unit of a concept
                                                        adds to x (overcomplete returns the
                                                        unmixing rows instead)
-kmeans        dictionary = centroids, temperature      ``softmax(-||x - c_k||^2 / temperature)``:
-                                                       the top concept is the nearest centroid,
-                                                       codes sum to 1, decode ``z @ D`` is a convex
-                                                       mix of centroids. temperature defaults to
-                                                       the fit's mean squared distance to the
-                                                       nearest centroid (param ``temperature``).
-                                                       Distances (as interpreto) would rank the
-                                                       farthest inputs as a concept's top ones
+kmeans        dictionary = centroids, temperature      hard assignment times a similarity: row i
+              (the similarity scale s)                 gets ``s / (s + ||x_i - c_k||^2)`` for its
+                                                       nearest centroid k and 0 elsewhere, so a
+                                                       concept fires on exactly the rows assigned
+                                                       to it (frequency = cluster share) and its
+                                                       top inputs are the rows nearest its
+                                                       centroid. decode normalises the codes:
+                                                       ``(z / sum z) @ D``, the assigned centroid.
+                                                       s defaults to the fit's mean squared
+                                                       distance to the nearest centroid (param
+                                                       ``temperature``). Distances (interpreto)
+                                                       would rank the farthest inputs first, and
+                                                       a softmax over clusters ranks the rows far
+                                                       from the *other* centroids (outliers) first
 nmf           dictionary (>= 0)                        non-negative least squares (NNLS) against D
 semi_nmf      dictionary (signed)                      NNLS: Semi-NMF (Ding et al. 2010) keeps the
                                                        codes >= 0 and lets D take any sign; plain
@@ -62,6 +68,10 @@ from raypipe.concepts.methods import BATCH_METHODS, SAE_METHODS, check_method
 if TYPE_CHECKING:  # concept_model imports this module for the codecs; import it lazily here
     from raypipe.concepts.concept_model import ConceptModel
 
+# Methods whose encode runs outside torch (sklearn's ``sparse_encode`` for dictionary_learning):
+# no gradient can flow from their codes back to x, so ConceptModel.encode refuses an x that
+# asks for one instead of returning codes that silently cut the graph.
+NON_DIFFERENTIABLE_ENCODE = ("dictionary_learning",)
 NNLS_MAX_ITER = 1000
 NNLS_TOL = 1e-6          # stop when the step is this small relative to the codes (Frobenius)
 METRIC_ROWS = 4096       # rows of the fit sample used for the reconstruction metrics
@@ -154,8 +164,7 @@ def encode_codes(method: str, tensors: dict[str, torch.Tensor], codec: dict,
     if method == "ica":
         return (x - tensors["mean"]) @ tensors["unmixing"].T
     if method == "kmeans":
-        sq_dist = (x * x).sum(1, keepdim=True) - 2 * x @ d.T + (d * d).sum(1)
-        return torch.softmax(-sq_dist.clamp_min(0) / tensors["temperature"], dim=1)
+        return kmeans_codes(x, d, tensors["temperature"])
     if method in ("nmf", "semi_nmf", "convex_nmf"):
         return nnls_codes(x, d)
     if method == "sparse_pca":
@@ -171,13 +180,33 @@ def encode_codes(method: str, tensors: dict[str, torch.Tensor], codec: dict,
 
 
 def decode_codes(method: str, tensors: dict[str, torch.Tensor], codes: torch.Tensor) -> torch.Tensor:
-    """Rows (n, d) rebuilt from codes (n, K): ``(codes * scale) @ dictionary + mean``."""
+    """Rows (n, d) rebuilt from codes (n, K): ``(codes * scale) @ dictionary + mean``; kmeans
+    codes are normalised to sum to 1 first (an all-zero row decodes to 0)."""
+    if method == "kmeans":
+        total = codes.sum(1, keepdim=True)
+        codes = codes / torch.where(total != 0, total, torch.ones_like(total))
     if "scale" in tensors:
         codes = codes * tensors["scale"]
     out = codes @ tensors["dictionary"]
     if "mean" in tensors:
         out = out + tensors["mean"]
     return out
+
+
+def kmeans_codes(x: torch.Tensor, centroids: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """KMeans codes (n, K) of rows x (n, d): one non-zero per row, at its nearest centroid.
+
+    The value ``scale / (scale + ||x - c||^2)`` is 1 at the centroid and falls with the distance
+    (1/2 at ``sqrt(scale)``; a Cauchy kernel rather than ``exp`` so that a far row keeps a
+    positive code and still counts as firing). Per concept, rows then rank by closeness to its
+    centroid, which is what "top inputs of a cluster" should mean.
+    """
+    sq_dist = (x * x).sum(1, keepdim=True) - 2 * x @ centroids.T + (centroids * centroids).sum(1)
+    nearest = sq_dist.argmin(1, keepdim=True)                            # (n, 1)
+    # the assigned distance directly: the expanded form above loses digits near the centroid
+    own = (x - centroids[nearest[:, 0]]).square().sum(1, keepdim=True)  # (n, 1)
+    similarity = scale / (scale + own)
+    return torch.zeros_like(sq_dist).scatter(1, nearest, similarity)
 
 
 def nnls_codes(x: torch.Tensor, dictionary: torch.Tensor, max_iter: int = NNLS_MAX_ITER,
@@ -263,7 +292,8 @@ def _fit_sklearn(method: str, x: torch.Tensor, n_concepts: int, seed: int,
         mean = sk.mean_ if sk.whiten else np.zeros(d)
         arrays = {"dictionary": sk.mixing_.T, "unmixing": sk.components_, "mean": mean}
     elif method == "kmeans":
-        if temperature is None:   # mean squared distance to the nearest centroid, floored
+        if temperature is None:   # the similarity scale: mean squared distance to the nearest
+            # centroid (a typical member scores 1/2), floored
             temperature = max(sk.inertia_ / len(x_np), 1e-6 * float(np.mean(x_np ** 2)), 1e-12)
         elif not temperature > 0:
             raise ValueError(f"kmeans temperature must be > 0, got {temperature!r}")

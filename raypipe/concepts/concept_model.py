@@ -20,7 +20,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
-from raypipe.concepts.batch_methods import decode_codes, encode_codes, required_tensors
+from raypipe.concepts.batch_methods import (NON_DIFFERENTIABLE_ENCODE, decode_codes, encode_codes,
+                                            required_tensors)
 from raypipe.concepts.methods import SAE_CLASS_NAMES, SAE_METHODS, check_method
 
 TENSORS_FILE = "dictionary.safetensors"
@@ -42,6 +43,11 @@ class ConceptModel:
     ``sae.*`` state_dict, plus ``dictionary``. ``meta`` is JSON-able: n_concepts, dim, method
     params, metrics, and what the caller adds (split_point, store, training config); SAEs need
     ``meta["sae_kwargs"]``, the constructor kwargs.
+
+    ``encode`` and ``decode`` are differentiable torch code for every method but one:
+    ``dictionary_learning`` encodes with sklearn's ``sparse_encode`` (a numpy solver), so its
+    ``encode`` raises on an x that requires grad (with grad enabled) rather than cut the graph
+    silently; its ``decode`` is differentiable like the others'.
     """
     method: str
     tensors: dict[str, torch.Tensor] = field(repr=False)
@@ -91,8 +97,14 @@ class ConceptModel:
     # ---- encode / decode --------------------------------------------------------------------
     def encode(self, x: ArrayT) -> ArrayT:
         """Concept codes (n, K) of activations x (n, d); numpy in -> numpy out, torch in -> torch
-        out on x's device, float32. Gradients flow only when x requires them."""
+        out on x's device, float32. Gradients flow only when x requires them (not at all for
+        dictionary_learning: a ValueError; see the class docstring)."""
         xt = self._as_input(x, self.dim, "activations")
+        if xt.requires_grad and torch.is_grad_enabled() and self.method in NON_DIFFERENTIABLE_ENCODE:
+            raise ValueError(f"{self.method} codes come from sklearn's sparse_encode (numpy), so no "
+                             "gradient can flow from them back to x; pass x.detach() (or encode "
+                             "under torch.no_grad()) to get the codes, or use a method whose encode "
+                             "is differentiable (any other)")
         with torch.set_grad_enabled(xt.requires_grad):
             if self.method in SAE_METHODS:
                 codes = self._sae(xt.device).encode(xt)[1]

@@ -48,6 +48,10 @@ class FitConfig:
                              "checkpoint_every")
         if self.holdout_shards < 0:
             raise ConfigError(f"holdout_shards must be >= 0, got {self.holdout_shards}")
+        if self.method in ("topk_sae", "batchtopk_sae") and self.top_k > self.concepts:
+            raise ConfigError(f"--top-k {self.top_k} exceeds --concepts {self.concepts}: a "
+                              f"{self.method} keeps top_k of its concepts active per row; lower "
+                              "--top-k or raise --concepts")
 
     @property
     def is_sae(self) -> bool:

@@ -9,6 +9,9 @@ Resuming is exact: an epoch's batches are a pure function of (store, config.seed
 resumed run replays its epoch's stream and skips the ``rows_in_epoch`` rows the checkpoint had
 already consumed, then continues with the restored weights, Adam moments, schedule position,
 RNG and dead-latent counters. On CPU the resumed weights equal an uninterrupted run's exactly.
+The training history (and its PNG curve) is approximate across a resume: the metrics summed
+since the last history entry are not checkpointed, so the first entry after a resume averages
+only the steps taken after it. Weights, optimiser state and the final metrics are unaffected.
 """
 from __future__ import annotations
 
@@ -73,8 +76,11 @@ def train_sae(store: ActivationStore, split: str | int | None, config: TrainConf
     device = resolve_device(config.device)
     steps_per_epoch = math.ceil(train_rows / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
+    # what the checkpoint was trained on: the shards' checksums tell a different store with the
+    # same layout (another model's extraction of the same corpus) from a moved copy of this one
     data = {"store": store.path, "split": split_path, "train_rows": train_rows,
-            "train_shards": [r.shard_id for r in train_store.shards]}
+            "train_shards": [r.shard_id for r in train_store.shards],
+            "train_checksums": [r.checksum for r in train_store.shards]}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -87,9 +93,9 @@ def train_sae(store: ActivationStore, split: str | int | None, config: TrainConf
         torch.manual_seed(config.seed)
         sae, sae_kwargs = build_sae(config, dim, device)
         optimizer = torch.optim.Adam(sae.parameters(), lr=config.lr)
+        warmup = warmup_for(config.warmup_steps, total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_factor(s, total_steps, config.warmup_steps,
-                                           config.final_lr_ratio))
+            optimizer, lambda s: lr_factor(s, total_steps, warmup, config.final_lr_ratio))
         tracker = DeadLatentTracker(config.n_concepts, device)
         state = _TrainState()
         ckpt = load_checkpoint(out / CHECKPOINT_DIR)
@@ -117,7 +123,8 @@ def train_sae(store: ActivationStore, split: str | int | None, config: TrainConf
     plot_training_curve(state.history, out / CURVE_NAME)
     meta = {"n_concepts": config.n_concepts, "dim": dim, "split_point": split_path,
             "store": store.path, "training_config": config.to_dict(), "metrics": metrics,
-            "steps": state.step, "train_rows": train_rows, "holdout_rows": len(eval_store)}
+            "steps": state.step, "warmup_steps": warmup, "train_rows": train_rows,
+            "holdout_rows": len(eval_store)}
     return _save_concept_model(config.method, sae, sae_kwargs, meta, out)
 
 
@@ -171,6 +178,16 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, final_lr_ratio: fl
     decay_steps = max(1, total_steps - 1 - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / decay_steps)
     return final_lr_ratio + (1 - final_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def warmup_for(warmup_steps: int, total_steps: int) -> int:
+    """Warmup steps of a ``total_steps`` run: ``min(warmup_steps, total_steps // 10)``.
+
+    A run shorter than its warmup would never reach the peak learning rate nor decay (an 8-step
+    run with the default 100 ends at 9% of lr); capping the warmup at a tenth of the run keeps
+    the schedule's shape for short runs and leaves long ones as configured.
+    """
+    return min(warmup_steps, total_steps // 10)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -385,6 +402,13 @@ def _check_resumable(ckpt: dict, config: TrainConfig, data: dict, out: Path) -> 
     for key in ("split", "train_rows", "train_shards"):
         if ckpt["data"].get(key) != data[key]:
             diffs.append((f"data.{key}", ckpt["data"].get(key), data[key]))
+    saved_sums = ckpt["data"].get("train_checksums")
+    if not diffs and saved_sums != data["train_checksums"]:  # same layout, other bytes
+        changed = [shard for shard, a, b in zip(data["train_shards"], saved_sums or [],
+                                                data["train_checksums"]) if a != b]
+        diffs.append(("data.train_checksums", "the checkpoint's training shards",
+                      f"other contents in shard(s) {changed[:5] or data['train_shards'][:5]}"
+                      f"{' ...' if len(changed) > 5 else ''} (another store?)"))
     if diffs:
         lines = "\n".join(f"  {k}: {a!r} -> {b!r}" for k, a, b in diffs)
         raise ResumeMismatchError(

@@ -29,13 +29,13 @@ class ConceptTrainer:
     def fit(self) -> dict:
         from raypipe.store import ActivationStore
 
-        c = self.config
-        store = ActivationStore(c.store)
-        split = _split(store, c.split_point)
-        if c.holdout_shards >= len(store.shards):
+        store = ActivationStore(self.config.store)
+        split = _split(store, self.config.split_point)
+        if self.config.holdout_shards >= len(store.shards):
             log.warning("store has %d shard(s): nothing left to hold out, metrics are in-sample",
                         len(store.shards))
-            self.config = c = FitConfig(**(c.to_dict() | {"holdout_shards": 0}))
+        self.config = c = effective_config(self.config, store)
+        check_fit_inputs(c, store, split)
         t0 = time.perf_counter()
         if c.is_sae:
             model = self._fit_sae(store, split)
@@ -66,6 +66,7 @@ class ConceptTrainer:
 
         c = self.config
         train, held = holdout_partition(store, c.holdout_shards)
+        checksums = [r.checksum for r in train.shards]
         capacity = capacity_for_budget(c.memory_budget_mb * 2**20, store.dim(split))
         batches = (b["activations"] for b in train.iter_batches(split, batch_size=8192, columns=()))
         sample, seen = reservoir_sample(batches, capacity, seed=c.seed)
@@ -74,6 +75,8 @@ class ConceptTrainer:
         model = fit_batch_method(c.method, sample, c.concepts, seed=c.seed)
         model.meta["reservoir"] = {"rows_sampled": int(len(sample)), "rows_seen": int(seen),
                                    "memory_budget_mb": c.memory_budget_mb}
+        model.meta["train_checksums"] = checksums
+        _remove_sae_artefacts(Path(c.out))
         fit_sample = {f"sample_{k}": v for k, v in model.meta.get("metrics", {}).items()}
         model.meta["metrics"] = dict(fit_sample, **heldout_metrics(
             model, held if c.holdout_shards else train, split),
@@ -81,16 +84,124 @@ class ConceptTrainer:
         return model
 
 
+def effective_config(config: FitConfig, store) -> FitConfig:
+    """``config`` as the trainer runs it: a store with no shard to spare holds none out."""
+    if config.holdout_shards >= len(store.shards):
+        return FitConfig(**(config.to_dict() | {"holdout_shards": 0}))
+    return config
+
+
+def check_fit_inputs(config: FitConfig, store, split: str) -> None:
+    """User errors the store's manifest reveals, raised before Ray starts (``fit_concepts``) with
+    the flags to change, rather than as sklearn's error from inside the trainer actor; and, for
+    a batch method, a different fit already in ``--out`` (``check_batch_refit``).
+
+    ``config`` is the ``effective_config``.
+    """
+    from raypipe.concepts.reservoir import capacity_for_budget
+    from raypipe.concepts.sae_training import holdout_partition
+
+    dim = store.dim(split)
+    if config.method in ("pca", "ica", "svd", "sparse_pca") and config.concepts > dim:
+        raise FitInputError(
+            f"--concepts {config.concepts} exceeds the width {dim} of split point {split!r}: "
+            f"{config.method} finds at most {dim} components; lower --concepts, or use an "
+            "overcomplete method (an SAE, nmf, kmeans, dictionary_learning)")
+    if config.is_sae:
+        return
+    train, _ = holdout_partition(store, config.holdout_shards)
+    if config.method == "kmeans":
+        rows = min(len(train), capacity_for_budget(config.memory_budget_mb * 2**20, dim))
+        if config.concepts > rows:
+            raise FitInputError(
+                f"--concepts {config.concepts} exceeds the {rows} rows kmeans is fitted on (the "
+                f"reservoir sample of {len(train)} training rows within --memory-budget-mb "
+                f"{config.memory_budget_mb}): lower --concepts, or fit on more activations")
+    check_batch_refit(Path(config.out),
+                      batch_fit_identity(config, split, [r.checksum for r in train.shards]))
+
+
+def batch_fit_identity(config: FitConfig, split: str, train_checksums: list[str]) -> dict:
+    """What a batch fit's dictionary depends on (SAE-only knobs, the store's path and runtime
+    settings left out): two fits with the same identity write the same dictionary."""
+    return {"method": config.method, "concepts": config.concepts, "split_point": split,
+            "seed": config.seed, "holdout_shards": config.holdout_shards,
+            "memory_budget_mb": config.memory_budget_mb, "train_checksums": train_checksums}
+
+
+def saved_fit_identity(header: dict) -> dict:
+    """The ``batch_fit_identity`` keys that a saved ``dictionary.json`` header records."""
+    meta = header.get("meta", {})
+    fit_config = meta.get("fit_config") or {}
+    saved = {"method": header.get("method"), "concepts": header.get("n_concepts"),
+             "split_point": meta.get("split_point")}
+    saved |= {k: fit_config[k] for k in ("seed", "holdout_shards", "memory_budget_mb")
+              if k in fit_config}
+    if "train_checksums" in meta:
+        saved["train_checksums"] = meta["train_checksums"]
+    return saved
+
+
+def check_batch_refit(out: Path, identity: dict) -> None:
+    """Refuse to overwrite ``out``'s dictionary (or SAE checkpoint) with a different batch fit.
+
+    The SAE path refuses a changed config through its checkpoint (``ResumeMismatchError``);
+    a batch method has no checkpoint, so its saved ``dictionary.json`` plays that part. An
+    identical fit may rewrite the directory (same seed: the same dictionary).
+    """
+    from raypipe.concepts.concept_model import JSON_FILE
+    from raypipe.concepts.sae_training import CHECKPOINT_DIR, ResumeMismatchError
+
+    fix = f"Fix: use a new --out, or delete {out} to fit from scratch."
+    if (out / CHECKPOINT_DIR).exists():
+        raise ResumeMismatchError(
+            f"{out} holds the checkpoint of a sparse-autoencoder training run "
+            f"({out / CHECKPOINT_DIR}); a {identity['method']} fit would mix with it.\n{fix}")
+    try:
+        header = json.loads((out / JSON_FILE).read_text())
+    except (OSError, ValueError):
+        return  # nothing (readable) to protect: a fresh fit
+    saved = saved_fit_identity(header)
+    diffs = [(k, saved[k], identity[k]) for k in saved if saved[k] != identity[k]]
+    diffs = [(k, "the saved dictionary's training shards", "other contents (another store?)")
+             if k == "train_checksums" else (k, a, b) for k, a, b in diffs]
+    if diffs:
+        lines = "\n".join(f"  {k}: {a!r} -> {b!r}" for k, a, b in diffs)
+        raise ResumeMismatchError(
+            f"{out / JSON_FILE} was written by a different fit (saved -> this call):\n{lines}\n"
+            f"{fix}")
+
+
+def _remove_sae_artefacts(out: Path) -> None:
+    """A batch fit has no training curve: one left by an earlier SAE in ``out`` must not be
+    shown (by the report) as this dictionary's."""
+    from raypipe.concepts.sae_training import CURVE_NAME, HISTORY_NAME
+
+    for name in (CURVE_NAME, HISTORY_NAME):
+        (out / name).unlink(missing_ok=True)
+
+
 def heldout_metrics(model, store, split: str, batch_size: int = 8192) -> dict:
-    """R², MSE, mean L0 over the rows of ``store`` (streamed): the same keys as SAE training."""
+    """R², MSE, mean L0 and the dead fraction over the rows of ``store`` (streamed): the same
+    keys as SAE training.
+
+    A concept is dead when it is 0 on every one of these rows (``sae_training.evaluate``'s
+    ``holdout_dead_fraction``). A batch fit has no training stream to track firing over, so
+    ``dead_fraction`` is that same measurement.
+    """
     from raypipe.concepts.metrics import MetricAccumulator
 
     acc = MetricAccumulator()
+    fired = torch.zeros(model.n_concepts, dtype=torch.bool)
     for batch in store.iter_batches(split, batch_size=batch_size, columns=()):
         x = torch.from_numpy(batch["activations"])
         codes = model.encode(x)
         acc.update(x, model.decode(codes), codes)
-    return acc.result() if len(store) else {}
+        fired |= (codes != 0).any(0)
+    if not len(store):
+        return {}
+    dead = float((~fired).double().mean())
+    return {**acc.result(), "dead_fraction": dead, "holdout_dead_fraction": dead}
 
 
 class FitInputError(ValueError):
@@ -117,7 +228,8 @@ def fit_concepts(config: FitConfig) -> dict:
 
     from raypipe.store import ActivationStore
 
-    _split(ActivationStore(config.store), config.split_point)  # fail fast, before Ray starts
+    store = ActivationStore(config.store)  # fail fast, before Ray starts
+    check_fit_inputs(effective_config(config, store), store, _split(store, config.split_point))
     init_ray(config.address, 1, config.num_cpus)
     actor_cls = ray.remote(num_gpus=config.num_gpus, num_cpus=config.num_cpus, max_restarts=2,
                            max_task_retries=2, **fault_hook_args())(ConceptTrainer)

@@ -31,7 +31,8 @@ class TrainConfig:
     lr: float = 5e-4
     """Peak Adam learning rate, reached after the warmup."""
     warmup_steps: int = 100
-    """Linear warmup from lr / warmup_steps to lr, then cosine decay to lr * final_lr_ratio."""
+    """Linear warmup from lr / warmup_steps to lr, then cosine decay to lr * final_lr_ratio.
+    Capped at a tenth of the run's steps (``sae_training.warmup_for``), so short runs reach lr."""
     final_lr_ratio: float = 0.1
     """Learning rate at the last step, as a fraction of lr."""
     l1: float = 1e-3

@@ -51,11 +51,13 @@ def interpret_concepts(config: InterpretConfig) -> dict:
     import ray
 
     from raypipe.concepts.concept_model import ConceptModel
+    from raypipe.interpretation.concept_gradient_job import concepts_fingerprint
     from raypipe.runtime import init_ray, progress_bar
     from raypipe.store import ActivationStore
 
     store = ActivationStore(config.store)
     model = ConceptModel.load(config.concepts)
+    fingerprint = concepts_fingerprint(config.concepts)  # which dictionary: `mine` redoes on a refit
     split = model.meta.get("split_point") or store.split_points[0]
     if split not in store.split_points:
         raise ConfigError(f"the concepts were fitted on {split!r}, which store {config.store!r} does "
@@ -84,7 +86,7 @@ def interpret_concepts(config: InterpretConfig) -> dict:
     summary = {"store": config.store, "concepts": config.concepts, "split_point": split,
                "method": model.method, "n_concepts": model.n_concepts, "rows": int(merged.n_rows),
                "dead_concepts": int((merged.fired == 0).sum()), "metrics": model.meta.get("metrics", {}),
-               "config": dataclasses.asdict(config)}
+               "concepts_fingerprint": fingerprint, "config": dataclasses.asdict(config)}
     (out / "interpretation.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
 

@@ -117,8 +117,37 @@ def test_kmeans_top_concept_is_the_nearest_centroid():
     codes = model.encode(new)
     dist = ((new[:, None, :] - model.dictionary.numpy()[None]) ** 2).sum(-1)
     np.testing.assert_array_equal(codes.argmax(1), dist.argmin(1))
-    np.testing.assert_array_equal(codes.argmin(1), dist.argmax(1))
-    np.testing.assert_allclose(codes.sum(1), 1.0, atol=1e-5)
+    assert ((codes > 0).sum(1) == 1).all(), "exactly one concept (the assignment) per row"
+    scale = float(model.tensors["temperature"])
+    np.testing.assert_allclose(codes.max(1), scale / (scale + dist.min(1)), rtol=1e-4)
+    # decode gives the assigned centroid, for any positive scaling of the code
+    np.testing.assert_allclose(model.decode(codes * 3.0), ref.cluster_centers_[ref.predict(new)],
+                               atol=1e-4)
+    assert codes.dtype == np.float32 and model.decode(codes).dtype == np.float32
+
+
+def test_kmeans_concept_ranks_rows_by_closeness_to_its_centroid_and_fires_on_its_cluster():
+    from raypipe.interpretation.top_activations import block_topk
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(size=(300, 2)), rng.normal(size=(300, 2)) + [3.0, 0.0]])
+    model = fit_batch_method("kmeans", x.astype(np.float32), 2, n_init=4)
+    centroids = model.dictionary.numpy()
+    k = int(np.argmin(centroids[:, 0]))                        # the cluster around (0, 0)
+    outlier = centroids[k] + [-4.9, 0.0]                       # far side, still nearest to k
+    rows = np.concatenate([x, [outlier], [centroids[k]]]).astype(np.float32)
+    at_centroid, outlier_row = len(rows) - 1, len(rows) - 2
+
+    top = block_topk(torch.from_numpy(model.encode(rows)), 0, 5)
+    dist = np.linalg.norm(rows - centroids[k], axis=1)
+    assigned = np.linalg.norm(rows[:, None] - centroids[None], axis=2).argmin(1) == k
+    nearest_five = np.flatnonzero(assigned)[np.argsort(dist[assigned], kind="stable")[:5]]
+    assert top.rows[k, 0] == at_centroid
+    np.testing.assert_array_equal(top.rows[k], nearest_five)
+    assert outlier_row not in top.rows[k] and dist[top.rows[k]].max() < 0.5
+    # frequency = the share of rows assigned to the cluster (about half), not 100%
+    assert top.fired[k] == assigned.sum() and top.fired[1 - k] == (~assigned).sum()
+    assert 0.4 < top.fired[k] / len(rows) < 0.6
 
 
 def test_ica_matches_sklearn_transform():

@@ -70,6 +70,23 @@ def test_batch_method_encodes_decodes_and_round_trips(method, batch_models, tmp_
     np.testing.assert_array_equal(loaded.decode(codes), rebuilt)
 
 
+def test_encode_passes_gradients_to_x_or_refuses_clearly(batch_models):
+    x = torch.from_numpy(_rows(5, seed=2)).requires_grad_(True)
+    pca = batch_models["pca"]
+    pca.encode(x).sum().backward()
+    # d/dx sum_k ((x - mean) @ D.T / scale)_k = sum_k D_k / scale_k, for every row
+    by_hand = (pca.dictionary / pca.tensors["scale"][:, None]).sum(0).expand(5, DIM)
+    torch.testing.assert_close(x.grad, by_hand)
+
+    learned = batch_models["dictionary_learning"]
+    with pytest.raises(ValueError, match="sparse_encode.*x.detach"):
+        learned.encode(x)
+    codes = learned.encode(x.detach())
+    with torch.no_grad():
+        np.testing.assert_array_equal(learned.encode(x).numpy(), codes.numpy())
+    assert codes.shape == (5, K) and not codes.requires_grad
+
+
 def test_load_names_the_missing_file(tmp_path, batch_models):
     with pytest.raises(FileNotFoundError, match="dictionary.json"):
         ConceptModel.load(tmp_path)

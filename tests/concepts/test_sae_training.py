@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from raypipe.concepts.checkpoint import load_checkpoint
 from raypipe.concepts.concept_model import ConceptModel
 from raypipe.concepts.methods import SAE_METHODS
 from raypipe.concepts.sae_training import (ResumeMismatchError, holdout_partition, lr_factor,
-                                           train_sae)
+                                           train_sae, warmup_for)
 from raypipe.concepts.training_config import TrainConfig
 from tests.concepts.synthetic import SPLIT, best_cosines, planted_sparse_data, write_store
 
@@ -101,6 +102,24 @@ def test_resume_refuses_a_different_config(small_store, tmp_path):
               progress=False, stop_after_steps=3)
 
 
+def test_resume_refuses_another_store_with_the_same_layout(small_store, tmp_path):
+    config = make_train_config()
+    train_sae(small_store, SPLIT, config, tmp_path / "out", progress=False, stop_after_steps=2)
+    other = planted_sparse_data(rows=600, d=8, n_atoms=12, k=2, seed=7).x * 3 + 5
+    other_store = write_store(tmp_path / "other", other.astype(np.float32), 3)  # 3 x 200 rows too
+    assert [len(s) for s in (other_store, small_store)] == [600, 600]
+    with pytest.raises(ResumeMismatchError, match=r"data.train_checksums"):
+        train_sae(other_store, SPLIT, config, tmp_path / "out", progress=False)
+    # the same store at another path is the same data: it resumes
+    moved = tmp_path / "moved"
+    shutil.copytree(small_store.path, moved)
+    from raypipe.store import ActivationStore
+
+    assert train_sae(ActivationStore(str(moved)), SPLIT, config, tmp_path / "out",
+                     progress=False, stop_after_steps=3) is None
+    assert load_checkpoint(tmp_path / "out" / "checkpoint")["step"] == 3
+
+
 @pytest.mark.parametrize("method", SAE_METHODS)
 def test_every_method_trains_saves_and_loads(small_store, tmp_path, method):
     config = make_train_config(method=method)
@@ -143,6 +162,23 @@ def test_lr_schedule():
     assert all(a >= b for a, b in zip(f[4:], f[5:]))
     assert f[4 + 15 // 2] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * 7 / 15)))
     assert lr_factor(0, 5, 0, 0.5) == 1.0
+
+
+def test_warmup_is_capped_at_a_tenth_of_the_run():
+    assert [warmup_for(100, n) for n in (8, 99, 500, 1000, 50_000)] == [0, 9, 50, 100, 100]
+
+
+def test_a_run_shorter_than_its_warmup_reaches_lr_and_decays(small_store, tmp_path):
+    config = make_train_config(warmup_steps=100, log_every=1, lr=1e-2, final_lr_ratio=0.1)
+    model = train_sae(small_store, SPLIT, config, tmp_path, progress=False)
+    history = json.loads((tmp_path / "training_history.json").read_text())
+    lrs = [h["lr"] for h in history]                       # 7 steps: 400 rows in batches of 64
+    assert len(lrs) == 7
+    # entry s holds the lr for step s: lr * lr_factor(s, 7, 0, 0.1), computed here by hand
+    expected = [1e-2 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(1.0, s / 6)))) for s in range(1, 8)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-6)
+    assert max(lrs) > 0.9e-2 and lrs[-1] == pytest.approx(1e-3)
+    assert model.meta["warmup_steps"] == 0
 
 
 @pytest.mark.parametrize("overrides, message", [
