@@ -163,14 +163,6 @@ def config_hash(config: dict, corpus_fingerprint: dict | None = None,
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def legacy_config_hash(config: dict, corpus_fingerprint: dict | None = None) -> str:
-    """The hash stores written before raypipe hashed resolved values (stop 14's formula): every
-    non-runtime field as spelled, so those stores still resume."""
-    fields = {k: v for k, v in config.items() if k not in RUNTIME_ONLY and k != "corpus_split"}
-    payload = {"config": fields, "corpus": corpus_fingerprint or {}}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -220,12 +212,17 @@ def _checked_value(cls: type, key: str, value: Any, source: str) -> Any:
     if len(options) != 1 or options[0] not in (int, float, bool):
         return value
     want = options[0]
+    if want is float and isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     ok = (isinstance(value, bool) if want is bool
           else isinstance(value, (int, float) if want is float else int) and not isinstance(value, bool))
     if not ok:
         noun = {int: "an integer", float: "a number", bool: "true or false"}[want]
         raise ConfigError(f"{key} in {source} must be {noun}, got {value!r} "
-                          f"({type(value).__name__}); write it without quotes")
+                          f"({type(value).__name__})")
     return float(value) if want is float else value
 
 

@@ -93,7 +93,11 @@ def mine_concepts(config: MineConfig) -> dict:
                     num_gpus=config.num_gpus,
                     address=config.address, progress=config.progress)
     log.info("stage 2/4: fit %s with %d concepts -> %s", config.method, config.concepts, p["concepts"])
-    if _done(p["concepts"] / "fit_summary.json", fit.to_dict()):
+    from raypipe.store import ActivationStore
+
+    store_checksums = [r.checksum for r in ActivationStore(str(p["activations"])).shards]
+    if _done(p["concepts"] / "fit_summary.json", fit.to_dict(),
+             {"store_checksums": store_checksums}):
         fitted = json.loads((p["concepts"] / "fit_summary.json").read_text())
     else:
         from raypipe.concepts.trainer import fit_concepts

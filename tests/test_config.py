@@ -42,15 +42,13 @@ def test_extract_hash_is_of_what_the_spellings_resolve_to(tmp_path, monkeypatch)
         fingerprint | {"split": "test"}, resolved) not in hashes
 
 
-def test_a_store_hashed_the_old_way_still_resumes(tmp_path):
-    from raypipe.config import legacy_config_hash
-    from raypipe.store import StoreWriter
+def test_yaml_exponent_is_read_as_a_float_for_float_fields(tmp_path):
+    """PyYAML reads `lr: 1e-3` (no dot) as a string; a float field takes it as the number."""
+    from raypipe.concepts.fit_config import FitConfig
+    from raypipe.config import config_from_dict, load_yaml
 
-    config = ExtractConfig(model="m", corpus="c.txt", split_points=[1], out=str(tmp_path / "s"))
-    fingerprint = {"kind": "text", "path": "/abs/c.txt"}
-    old = legacy_config_hash(config.to_dict(), fingerprint)
-    new = config.config_hash(fingerprint, {"split_points": ["encoder.layer.1"]})
-    assert old != new
-    StoreWriter(config.out, {"model": "m"}, old)
-    writer = StoreWriter(config.out, {"model": "m"}, new, also_accept=(old,))
-    assert writer.manifest["config_hash"] == new  # re-hashed the new way from now on
+    job = tmp_path / "fit.yaml"
+    job.write_text("store: s\nsplit_point: p\nmethod: topk_sae\nconcepts: 8\nout: o\nlr: 1e-3\n")
+    values = load_yaml(job)
+    assert values["lr"] == "1e-3"
+    assert config_from_dict(FitConfig, values).lr == 0.001

@@ -77,6 +77,14 @@ def test_mine_reinterprets_a_refitted_dictionary_but_not_for_runtime_flags(ray_l
     assert dictionary.stat().st_mtime_ns == stamp, "a runtime-only flag must not refit"
     assert summary_path.read_text() == summary
 
+    # a fit made from other store contents (as after a re-extraction) is redone
+    fit_path = out / "concepts" / "fit_summary.json"
+    fit = json.loads(fit_path.read_text())
+    assert len(fit["store_checksums"]) == 3
+    fit_path.write_text(json.dumps(fit | {"store_checksums": ["sha256:another-store"] * 3}))
+    assert main(["mine", "--config", str(job)]) == 0
+    assert dictionary.stat().st_mtime_ns != stamp, "the store changed: the fit is redone"
+
     # a refit (here into a fresh concepts/) must be followed by a new interpretation and report
     shutil.rmtree(out / "concepts")
     job.write_text(yaml.safe_dump(yaml.safe_load(job.read_text()) | {"method": "kmeans",

@@ -146,7 +146,8 @@ def _check_units(doc, row: dict) -> None:
         raise UnitMismatchError(
             f"document {row['doc_id']!r}: re-tokenized units {list(units.text)[:8]}... differ from "
             f"the stored ones {list(row['units'])[:8]}...: the corpus, tokenizer or max_length is "
-            "not the one the attribution store was made with; pass the same corpus (--corpus)")
+            "not the one the attribution store was made with (pass the same --corpus), or the "
+            "store was made by an older raypipe whose unit rules differ (re-run attribute)")
 
 
 def prepare_curves(batch: dict[str, np.ndarray], *, corpus: CorpusSource, store: str,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from raypipe import __version__
 from raypipe.attribution.config import AttributeConfig
 from raypipe.busy_time import ModelStageTimes, StageTime
-from raypipe.config import ConfigError, legacy_config_hash
+from raypipe.config import ConfigError
 from raypipe.corpus import open_corpus
 from raypipe.extraction.plan import resolve_max_length
 from raypipe.runtime import (cpu_task_concurrency, fault_hook_args, init_ray,
@@ -120,8 +120,7 @@ def attribute(config: AttributeConfig) -> AttributeResult:
               "n_samples": config.n_samples, "seed": config.seed, "baseline": config.baseline,
               "max_length": max_length, "documents": n_docs, "corpus": fingerprint,
               "id2label": id2label, "config": config.to_dict()}
-    writer = StoreWriter(config.out, header, config.config_hash(fingerprint), format=ATTRIBUTION_FORMAT,
-                         also_accept=(legacy_config_hash(config.to_dict(), fingerprint),))
+    writer = StoreWriter(config.out, header, config.config_hash(fingerprint), format=ATTRIBUTION_FORMAT)
     result = AttributeResult(store=config.out, kind=kind)
     step = config.docs_per_shard
     pending = []

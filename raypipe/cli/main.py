@@ -193,16 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_NEGATIVE_LIST = re.compile(r"^-\d+(,|$)")
+_NEGATIVE_LIST = re.compile(r"^-\d+,")
 
 
 def join_negative_values(argv: list[str]) -> list[str]:
     """``--split-points -2,-1`` → ``--split-points=-2,-1``: argparse takes ``-2,-1`` for an
     option (only a lone ``-2`` passes as a negative number), but counting blocks from the end
-    is the natural way to name the last ones."""
+    is the natural way to name the last ones. Only that flag takes such lists."""
     out: list[str] = []
     for arg in argv:
-        if out and out[-1].startswith("--") and "=" not in out[-1] and _NEGATIVE_LIST.match(arg):
+        if out and out[-1] == "--split-points" and _NEGATIVE_LIST.match(arg):
             out[-1] = f"{out[-1]}={arg}"
         else:
             out.append(arg)

@@ -403,7 +403,10 @@ def _check_resumable(ckpt: dict, config: TrainConfig, data: dict, out: Path) -> 
         if ckpt["data"].get(key) != data[key]:
             diffs.append((f"data.{key}", ckpt["data"].get(key), data[key]))
     saved_sums = ckpt["data"].get("train_checksums")
-    if not diffs and saved_sums != data["train_checksums"]:  # same layout, other bytes
+    if not diffs and saved_sums is None:  # written before checkpoints recorded them
+        diffs.append(("data.train_checksums", "not recorded (a checkpoint of an older raypipe, "
+                      "whose learning-rate warmup also differs)", "this store's shard checksums"))
+    elif not diffs and saved_sums != data["train_checksums"]:  # same layout, other bytes
         changed = [shard for shard, a, b in zip(data["train_shards"], saved_sums or [],
                                                 data["train_checksums"]) if a != b]
         diffs.append(("data.train_checksums", "the checkpoint's training shards",

@@ -234,7 +234,10 @@ def fit_concepts(config: FitConfig) -> dict:
     actor_cls = ray.remote(num_gpus=config.num_gpus, num_cpus=config.num_cpus, max_restarts=2,
                            max_task_retries=2, **fault_hook_args())(ConceptTrainer)
     trainer = actor_cls.remote(config.to_dict())
-    summary = ray.get(trainer.fit.remote()) | {"config": config.to_dict()}
+    summary = ray.get(trainer.fit.remote()) | {
+        "config": config.to_dict(),
+        # what the dictionary was fitted on: `raypipe mine` refits when the store's shards change
+        "store_checksums": [r.checksum for r in store.shards]}
     Path(config.out, "fit_summary.json").write_text(json.dumps(summary, indent=1, default=_jsonable))
     return summary
 

@@ -4,13 +4,15 @@ Records may span lines (quoted newlines), so the plain line index does not apply
 Python's ``csv`` reader, fed line by line from the binary file, records the byte offset of every
 K-th record; a read seeks there and parses only its range. Blank lines are not records (as in
 pandas and pyarrow). Every cell is read as a string; a cell that is not valid UTF-8 is decoded
-with the fallback encoding and counted. A record whose field count differs from the header's
-is a ``problems`` entry, not a crash and not a silently cut text.
+with the fallback encoding and counted. A record too short to hold the text (or id) field, or
+with more fields than the header (an unquoted separator inside the text would cut it), is a
+``problems`` entry, not a crash and not a silently cut text.
 
-Quoting: CSV follows RFC 4180 and is parsed strictly, so a quote that is never closed is an
-error naming the record instead of a field that swallows the rest of the file. TSV has no
-quoting (a cell may start with ``"``, as raw reviews often do): tabs and newlines end fields
-and records, quotes are text.
+Quoting: CSV and TSV follow RFC 4180 (what pandas and ``csv.writer`` write: a cell holding a
+quote, separator or newline is quoted, inner quotes doubled) and are parsed strictly, so a
+cell that opens a quote it never closes, or text after a closing quote, is an error naming
+the record instead of a field that swallows the rest of the file. Raw text with quotes at
+the start of cells is better given as ``.jsonl`` or ``.txt``.
 """
 
 from __future__ import annotations
@@ -65,9 +67,7 @@ def _decode_cell(cell: str, fallback_encoding: str) -> tuple[str, bool]:
 
 
 def _dialect(delimiter: str) -> dict:
-    """``csv.reader`` options: strict RFC 4180 quoting for CSV, none at all for TSV."""
-    if delimiter == "\t":
-        return {"delimiter": delimiter, "quoting": csv.QUOTE_NONE}
+    """``csv.reader`` options: RFC 4180 quoting, strictly (see the module docstring)."""
     return {"delimiter": delimiter, "strict": True}
 
 
@@ -201,8 +201,9 @@ class CsvSource(CorpusSource):
 
     def _append(self, result: ReadResult, position: int, fields: list[str], text_at: int, id_at: int | None) -> None:
         """Turn one record into a document (or a problem) and count decode fallbacks."""
-        if len(fields) != len(self.columns):
-            side = "fewer" if len(fields) < len(self.columns) else "more"
+        needed = max(text_at, -1 if id_at is None else id_at) + 1
+        if len(fields) < needed or len(fields) > len(self.columns):
+            side = "fewer" if len(fields) < needed else "more"
             result.problems.append(
                 (position, f"record has {len(fields)} fields, {side} than the {len(self.columns)} "
                            "columns of the header")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from raypipe import __version__
 from raypipe.busy_time import ModelStageTimes, StageTime
-from raypipe.config import ExtractConfig, legacy_config_hash
+from raypipe.config import ExtractConfig
 from raypipe.extraction.plan import ExtractPlan, plan_extraction
 from raypipe.runtime import (cpu_task_concurrency, fault_hook_args, init_ray,
                              plan_while_ray_starts, progress_bar, quiet_ray_data)
@@ -93,8 +93,7 @@ def extract_activations(config: ExtractConfig) -> ExtractResult:
                                  config.num_cpus)
     fingerprint = plan.corpus.describe()
     writer = StoreWriter(config.out, _manifest_header(config, plan, fingerprint),
-                         config.config_hash(fingerprint, {"split_points": plan.split_points}),
-                         also_accept=(legacy_config_hash(config.to_dict(), fingerprint),))
+                         config.config_hash(fingerprint, {"split_points": plan.split_points}))
     result = ExtractResult(store=config.out)
     pending = []
     for shard_id, start, stop in plan.shards:

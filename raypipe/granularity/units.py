@@ -235,8 +235,11 @@ def _sentence_units(doc: DocTokens) -> Units:
 
     A token starting in the whitespace between two sentences joins the next one (or the last
     sentence at the end of the text); sentences that get no token are dropped. A unit's span
-    is its sentence's span, cut at the end of the document's last token: the last sentence of
-    a truncated document claims only the characters the model saw.
+    is its sentence's span, except where its tokens end before the sentence does (the last
+    sentence of a truncated document): then it runs from the earlier of the sentence's start
+    and its first token's to its last token's end, so it claims only characters the model saw
+    and never ends before it starts (a stub of whitespace tokens, such as GPT-2's "\n\n",
+    keeps the whitespace it covers).
     """
     content = np.flatnonzero(~doc.special)
     sentences = np.array(split_sentences(doc.text), dtype=np.int64).reshape(-1, 2)  # (s, 2)
@@ -250,8 +253,13 @@ def _sentence_units(doc: DocTokens) -> Units:
     order = np.argsort(which, kind="stable")
     kept, first = np.unique(which[order], return_index=True)
     members = [content[idx].astype(np.int64) for idx in np.split(order, first[1:])]
-    starts = sentences[kept, 0]
-    ends = np.minimum(sentences[kept, 1], doc.offsets[content, 1].max())
+    starts, ends = sentences[kept, 0], sentences[kept, 1]
+    sorted_tokens = content[order]  # grouped by unit, in unit order
+    token_end = np.maximum.reduceat(doc.offsets[sorted_tokens, 1], first)
+    token_start = np.minimum.reduceat(doc.offsets[sorted_tokens, 0], first)
+    cut = token_end < ends
+    starts = np.where(cut, np.minimum(starts, token_start), starts)
+    ends = np.where(cut, token_end, ends)
     texts = [doc.text[s:e] for s, e in zip(starts, ends)]
     return Units(members=members, text=texts, char_start=starts, char_end=ends)
 
@@ -313,8 +321,7 @@ def splits_words_at_whitespace(tokenizer: Any) -> bool:
     """
     if hasattr(tokenizer, "backend_tokenizer"):  # transformers fast tokenizer
         word_ids = tokenizer("a b", add_special_tokens=False, truncation=False).word_ids()
-    else:  # a tokenizers.Tokenizer
-        tokenizer.no_truncation()
+    else:  # a tokenizers.Tokenizer (whatever truncation it holds keeps 2 tokens)
         word_ids = tokenizer.encode("a b", add_special_tokens=False).word_ids
     return len({w for w in word_ids if w is not None}) > 1
 

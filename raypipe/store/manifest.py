@@ -110,7 +110,7 @@ class StoreWriter:
     """
 
     def __init__(self, root: str | os.PathLike, header: dict, config_hash: str, *,
-                 format: str = FORMAT, also_accept: tuple[str, ...] = ()) -> None:
+                 format: str = FORMAT) -> None:
         clash = sorted(set(header) & (set(RESERVED_KEYS) - {"raypipe_version"}))
         if clash:
             raise ValueError(f"header keys {clash} are reserved for the manifest itself; rename "
@@ -119,8 +119,7 @@ class StoreWriter:
         self._fs, self._base = resolve_store(root)
         self._lock = threading.Lock()
         old = read_manifest(self._fs, self._base, format)
-        # also_accept: what older raypipe versions hashed the same job to (it is re-hashed)
-        if old is not None and old.get("config_hash") not in (config_hash, *also_accept):
+        if old is not None and old.get("config_hash") != config_hash:
             raise StoreExistsError(_mismatch_message(self.root, old, header, config_hash))
         self.completed: dict[int, ShardRecord] = {}
         if old is not None:

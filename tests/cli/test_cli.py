@@ -158,14 +158,16 @@ def test_negative_block_indices_need_no_equals_sign():
     assert join_negative_values(argv)[-1] == "--split-points=-2,-1"
     args = build_parser().parse_args(join_negative_values(argv))
     assert args.split_points == "-2,-1"
-    assert join_negative_values(["--split-points", "-1", "--seed", "3"]) == [
-        "--split-points=-1", "--seed", "3"]
+    for untouched in (["--split-points", "-1", "--seed", "-3"], ["--", "-1,2"],
+                      ["--verbose", "-1,2"]):
+        assert join_negative_values(untouched) == untouched
 
 
 @pytest.mark.parametrize("line,message", [
     ('docs_per_shard: "100"', r"docs_per_shard in .* must be an integer, got '100' \(str\)"),
     ("max_length: abc", r"max_length in .* must be an integer, got 'abc'"),
     ("progress: 3", r"progress in .* must be true or false"),
+    ("batch_tokens: 1e3", r"batch_tokens in .* must be an integer, got '1e3'"),
 ])
 def test_wrongly_typed_yaml_value_is_a_one_line_error(tmp_path, capsys, line, message):
     import re as _re

@@ -80,17 +80,20 @@ def test_header_only_and_empty_file(tmp_path):
         open_corpus(path)
 
 
-def test_tsv_quotes_are_text_and_never_swallow_records(tmp_path, check_range):
-    """TSV has no quoting: a cell opening a quote it never closes is one document, not the rest
-    of the file."""
-    path = tmp_path / "c.tsv"
-    path.write_text('id\ttext\n1\t"Best movie ever" he said\n2\t"unbalanced quote here\n'
-                    "3\tthird doc\n4\tfourth doc\n")
+def test_tsv_quotes_follow_pandas_and_a_stray_quote_is_an_error(tmp_path, check_range):
+    """TSV as pandas writes it (quoted cells, doubled quotes, quoted newlines) reads back; raw
+    text opening a quote it never closes is an error naming the record, never a cell that
+    swallows the rest of the file."""
+    frame = pd.DataFrame({"id": ["1", "2", "3"],
+                          "text": ['He said "great" movie', "two\nlines", '"quoted" start']})
+    path = tmp_path / "p.tsv"
+    frame.to_csv(path, sep="\t", index=False)
     result = check_range(open_corpus(path, id_column="id"), 0, 10)
-    assert [d.text for d in result.documents] == ['"Best movie ever" he said',
-                                                  '"unbalanced quote here', "third doc",
-                                                  "fourth doc"]
-    assert result.problems == []
+    assert [d.text for d in result.documents] == list(frame["text"])
+    raw = tmp_path / "raw.tsv"
+    raw.write_text('id\ttext\n1\tfine\n2\t"unbalanced quote here\n3\tthird doc\n4\tfourth doc\n')
+    with pytest.raises(CorpusError, match=r"record 2 .*quoted.*\.jsonl"):
+        open_corpus(raw)
 
 
 def test_csv_unclosed_quote_is_an_error_naming_the_record(tmp_path):

@@ -84,3 +84,19 @@ def test_byte_level_units_do_not_carry_the_leading_space(byte_level):
     for t, a, b in zip(texts, doc.units.char_start.tolist(), doc.units.char_end.tolist()):
         assert t == TEXT[a:b]
         assert t.isspace() or t == t.strip()
+
+
+def test_truncated_sentence_stub_of_whitespace_tokens_keeps_an_ordered_span(byte_level):
+    """A truncated document whose last kept token is whitespace ("\\n\\n" before the next
+    sentence): that token joins the next sentence, which must not end before it starts."""
+    text = "First one. Second one.\n\nThird sentence here."
+    enc = byte_level(text, add_special_tokens=False, return_offsets_mapping=True)
+    spans = enc["offset_mapping"]
+    stub = next(i for i, (a, b) in enumerate(spans) if text[a:b].isspace() and a > 20)
+    docs, _ = tokenize_documents([Document(0, text, 0)], byte_level, max_length=stub + 1,
+                                 overflow="truncate", granularity=Granularity.SENTENCE)
+    units = docs[0].units
+    assert docs[0].truncated and units.text[:2] == ["First one.", "Second one."]
+    for t, a, b in zip(units.text, units.char_start.tolist(), units.char_end.tolist()):
+        assert a <= b and t == text[a:b]
+    assert units.char_end[-1] == spans[stub][1]  # nothing the model did not see
