@@ -150,8 +150,8 @@ class CsvSource(CorpusSource):
             raise CorpusError(
                 f"cannot parse CSV file {path!r} at record {count + 1} (after the header): {exc}. "
                 "CSV fields that contain quotes, commas or newlines must be quoted, with inner "
-                'quotes doubled ("say ""hi"""); a file of raw text lines is better read as .txt, '
-                ".tsv or .jsonl") from exc
+                'quotes doubled ("say ""hi"""); a file of raw text lines is better read as .txt '
+                "or .jsonl") from exc
         except OSError as exc:
             raise CorpusError(f"cannot read corpus file {path!r}: {exc}") from exc
         return cls(

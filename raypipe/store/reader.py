@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     import torch
 
 
-
 class ActivationStore:
     """A finished (or partly finished) store written by ``StoreWriter`` and ``write_shard``.
 
