@@ -107,6 +107,8 @@ def extract_activations(config: ExtractConfig) -> ExtractResult:
                  result.shards_skipped, len(pending))
     if pending:
         _run_pending(config, plan, writer, pending, result)
+    if config.id_column:
+        _report_duplicate_ids(config, writer, result)
     result.wall_seconds = time.perf_counter() - t0
     writer.finalize(result.as_dict())
     return result
@@ -151,6 +153,20 @@ def _run_pending(config: ExtractConfig, plan: ExtractPlan, writer: StoreWriter, 
             tokens += int(record.stats.get("tokens", 0))
             bar.update(record.doc_end - record.doc_start)
             bar.set_postfix(tokens_per_s=f"{tokens / max(time.perf_counter() - start, 1e-9):,.0f}")
+
+
+def _report_duplicate_ids(config: ExtractConfig, writer: StoreWriter, result: ExtractResult) -> None:
+    """Ids of an id column are meant to name one document each; repeats are kept (each
+    document's rows stay together) but reported, with a few of them."""
+    from raypipe.store import ActivationStore
+
+    n, examples = ActivationStore(config.out).duplicate_doc_ids()
+    if n:
+        message = (f"--id-column {config.id_column!r}: {n} ids name more than one document "
+                   f"(e.g. {', '.join(map(repr, examples[:5]))}); their rows are kept, each "
+                   "document's together, in corpus order")
+        log.warning(message)
+        result.problems.append((None, message))
 
 
 def _manifest_header(config: ExtractConfig, plan: ExtractPlan, fingerprint: dict) -> dict:

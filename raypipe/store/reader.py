@@ -29,6 +29,17 @@ if TYPE_CHECKING:
     import torch
 
 
+def _with_documents(table: pa.Table) -> pa.Table:
+    """``(doc_id, unit)`` rows in store order plus ``document``: a counter that steps where a
+    new document starts (the id changes, or the unit index restarts)."""
+    doc_ids, units = table.column("doc_id").combine_chunks(), table.column("unit").to_numpy()
+    starts = np.ones(len(table), dtype=bool)
+    if len(table) > 1:
+        changed = pc.not_equal(doc_ids[1:], doc_ids[:-1]).to_numpy(zero_copy_only=False)
+        starts[1:] = changed | (units[1:] <= units[:-1])
+    return pa.table({"doc_id": doc_ids, "document": np.cumsum(starts), "unit": units})
+
+
 class ActivationStore:
     """A finished (or partly finished) store written by ``StoreWriter`` and ``write_shard``.
 
@@ -142,17 +153,21 @@ class ActivationStore:
             doc, unit = (np.diff(table.column(c).to_numpy()) for c in ("doc_id", "unit"))
             if np.all((doc > 0) | ((doc == 0) & (unit > 0))):
                 return None
-        # Documents in store order (a new one where the id changes or the unit count restarts),
-        # so that two documents given the same id by an id column stay apart, in corpus order.
-        doc_ids, units = table.column("doc_id").combine_chunks(), table.column("unit").to_numpy()
-        starts = np.ones(len(table), dtype=bool)
-        if len(table) > 1:
-            changed = pc.not_equal(doc_ids[1:], doc_ids[:-1]).to_numpy(zero_copy_only=False)
-            starts[1:] = changed | (units[1:] <= units[:-1])
-        keyed = pa.table({"doc_id": doc_ids, "document": np.cumsum(starts), "unit": units})
+        # Two documents given the same id by an id column stay apart, in corpus order.
+        keyed = _with_documents(table)
         order = pc.sort_indices(keyed, sort_keys=[("doc_id", "ascending"), ("document", "ascending"),
                                                   ("unit", "ascending")]).to_numpy()
         return None if np.array_equal(order, np.arange(len(order))) else order
+
+    def duplicate_doc_ids(self, limit: int = 10) -> tuple[int, list]:
+        """How many ids name more than one document (an id column with repeats), and up to
+        ``limit`` of them. Their rows stay grouped by document in ``units()``, but a reader
+        keyed by ``doc_id`` alone would merge them."""
+        keyed = _with_documents(self.store_order_units(("doc_id", "unit")))
+        counts = pa.table({"doc_id": keyed.column("doc_id"), "document": keyed.column("document")}
+                          ).group_by("doc_id").aggregate([("document", "count_distinct")])
+        repeated = counts.filter(pc.greater(counts.column("document_count_distinct"), 1))
+        return repeated.num_rows, repeated.column("doc_id").to_pylist()[:limit]
 
     def to_numpy(self, split: str | int | None = None) -> np.ndarray:
         """All rows of one split point → float32 ``(rows, d)``, in ``units()`` order."""

@@ -115,6 +115,20 @@ def test_resume_accepts_split_points_spelled_as_module_paths(reference, minilm_p
     same_store(reference[0], out)
 
 
+def test_repeated_ids_of_an_id_column_are_reported(ray_local, minilm_path, tmp_path, caplog):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("\n".join(json.dumps({"id": i, "text": f"document {n} here"})
+                                for n, i in enumerate(["a", "b", "a", "c", "b"])) + "\n")
+    with caplog.at_level("WARNING", logger="raypipe.extract"):
+        result = extract_activations(job(minilm_path, tmp_path / "s", corpus=str(corpus),
+                                         id_column="id", docs_per_shard=2))
+    assert "2 ids name more than one document" in caplog.text
+    assert any("more than one document" in str(p[1]) for p in result.problems)
+    units = ActivationStore(str(tmp_path / "s")).units()
+    texts = [t for t in units.column("text").to_pylist() if t in ("0", "2")]
+    assert texts == ["0", "2"]  # the two documents called "a" stay apart, in corpus order
+
+
 def test_killed_driver_resumes_with_same_command(reference, minilm_path, tmp_path):
     out = tmp_path / "killed-driver"
     corpus = tmp_path / "corpus.txt"

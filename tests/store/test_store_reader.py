@@ -270,3 +270,11 @@ def test_documents_sharing_an_id_stay_apart_in_corpus_order(tmp_path):
     first_seven = [r for r in rows if r[0] == "7"]
     np.testing.assert_array_equal(store.to_numpy(SPLITS[0])[2:],
                                   np.stack([r[2][SPLITS[0]] for r in first_seven]))
+
+
+def test_duplicate_doc_ids_counts_ids_naming_several_documents(tmp_path):
+    root, _ = mixed_id_store(tmp_path, shards=((7, 3), (7, 9), (3,)))
+    n, ids = ActivationStore(root).duplicate_doc_ids()
+    assert n == 2 and sorted(ids) == [3, 7]
+    assert ActivationStore(mixed_id_store(tmp_path / "u", shards=((1, 2), (3,)))[0]
+                           ).duplicate_doc_ids() == (0, [])
