@@ -128,10 +128,6 @@ class ExtractConfig:
             d["corpus"] = f"<python list of {len(self.corpus)} documents>"
         return d
 
-    def output_fields(self) -> dict:
-        """The fields that determine the store's content (what the config hash covers)."""
-        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_ONLY}
-
     def config_hash(self, corpus_fingerprint: dict | None = None,
                     resolved: dict | None = None) -> str:
         return config_hash(self.to_dict(), corpus_fingerprint, resolved)

@@ -66,18 +66,13 @@ def _decode_cell(cell: str, fallback_encoding: str) -> tuple[str, bool]:
     return cell, False
 
 
-def _dialect(delimiter: str) -> dict:
-    """``csv.reader`` options: RFC 4180 quoting, strictly (see the module docstring)."""
-    return {"delimiter": delimiter, "strict": True}
-
-
 def _records(f: IO[bytes], delimiter: str) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(byte offset where the record starts, fields)`` for every non-blank record."""
     if csv.field_size_limit() < _FIELD_LIMIT:  # the default 128 KiB cuts long documents
         csv.field_size_limit(_FIELD_LIMIT)
     feed = _LineFeed(f)
     start = feed.offset
-    for fields in csv.reader(feed, **_dialect(delimiter)):
+    for fields in csv.reader(feed, delimiter=delimiter, strict=True):  # RFC 4180, strictly
         if fields:
             yield start, fields
         start = feed.offset
