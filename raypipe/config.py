@@ -45,7 +45,10 @@ def require_at_least_one(config: Any, *names: str) -> None:
 # Fields that change how a job runs but not what it writes; left out of the config hash so a
 # resumed job may use more actors, other GPUs or another batch budget, and may name its store
 # ``runs/a``, ``./runs/a`` or by its absolute path (or a copy of it moved elsewhere).
-RUNTIME_ONLY = frozenset({"actors", "num_gpus", "num_cpus", "torch_threads", "address",
+CPU_REPLICAS_HELP = ("CPU actors: model copies sharing the weights, each forwarding on its own "
+                     "thread with --torch-threads / N threads (default: one per thread up to 4 "
+                     "threads, else 2; a GPU actor always runs one)")
+RUNTIME_ONLY = frozenset({"actors", "num_gpus", "num_cpus", "torch_threads", "cpu_replicas", "address",
                           "batch_tokens", "progress", "device_map", "out"})
 
 
@@ -91,6 +94,7 @@ class ExtractConfig:
     num_cpus: float = _opt(1.0, "CPUs reserved per model actor")
     torch_threads: int | None = _opt(None, "torch threads per actor (default: --num-cpus, or this "
                                      "node's cores / actors when that is more)")
+    cpu_replicas: int | None = _opt(None, CPU_REPLICAS_HELP)
     batch_tokens: int | None = _opt(None, "padded tokens per micro-batch on the model actors "
                                      "(default: 8192 on a GPU, 1024 on CPU)")
     docs_per_shard: int = _opt(512, "documents per output shard (the unit of resuming)")
@@ -117,7 +121,7 @@ class ExtractConfig:
             self.store_dtype = self.dtype
         if self.store_dtype not in DTYPES:
             raise ConfigError(f"store_dtype={self.store_dtype!r} is not one of {', '.join(DTYPES)}")
-        require_at_least_one(self, "actors", "batch_tokens", "docs_per_shard")
+        require_at_least_one(self, "actors", "batch_tokens", "docs_per_shard", "cpu_replicas")
         for name in ("max_length", "max_length_cap"):
             if getattr(self, name) is not None and getattr(self, name) < 2:
                 raise ConfigError(f"{name} must be >= 2, got {getattr(self, name)}")

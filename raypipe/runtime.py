@@ -141,3 +141,21 @@ def actor_torch_threads(torch_threads: int | None, num_cpus: float, actors: int)
     if torch_threads:
         return int(torch_threads)
     return max(1, int(num_cpus), (os.cpu_count() or 1) // max(1, actors))
+
+
+def actor_lanes(cpu_replicas: int | None, threads: int, on_gpu: bool) -> tuple[int, int]:
+    """``(lanes, torch threads per lane)`` of a model actor with ``threads`` torch threads.
+
+    A lane is one model replica (sharing the weights) forwarding on its own thread (see
+    raypipe.torch_thread.TorchLanes). On a GPU, one lane with every thread. On CPU,
+    ``cpu_replicas`` lanes when given (at most one per thread), else one single-threaded lane
+    per thread up to 4 threads (measured faster on 2 cores) and 2 lanes beyond that, the
+    threads split evenly between them.
+    """
+    if on_gpu:
+        return 1, threads
+    if cpu_replicas is None:
+        lanes = threads if threads <= 4 else 2
+    else:
+        lanes = max(1, min(int(cpu_replicas), threads))
+    return lanes, max(1, threads // lanes)

@@ -73,7 +73,7 @@ def minilm_path() -> str:
 @pytest.fixture
 def torch_op_threads(monkeypatch):
     """The OS threads that ran a module forward or set torch's thread count while the test ran
-    (a set of ``threading.get_ident()``): a model actor must use exactly one (see
+    (a set of ``threading.get_ident()``): a model actor must use only its lane threads (see
     raypipe.torch_thread)."""
     import threading
 

@@ -76,3 +76,16 @@ def test_actor_torch_threads_follow_what_the_actor_reserved(monkeypatch):
     assert runtime.actor_torch_threads(3, 16.0, 8) == 3      # asked for
     monkeypatch.setattr(runtime.os, "cpu_count", lambda: None)
     assert runtime.actor_torch_threads(None, 0.5, 2) == 1
+
+
+def test_actor_lanes_split_cpu_threads_and_keep_one_lane_on_gpus():
+    from raypipe.runtime import actor_lanes
+
+    assert actor_lanes(None, 2, on_gpu=False) == (2, 1)
+    assert actor_lanes(None, 4, on_gpu=False) == (4, 1)
+    assert actor_lanes(None, 16, on_gpu=False) == (2, 8)
+    assert actor_lanes(None, 1, on_gpu=False) == (1, 1)
+    assert actor_lanes(1, 2, on_gpu=False) == (1, 2)
+    assert actor_lanes(8, 2, on_gpu=False) == (2, 1)        # at most one lane per thread
+    assert actor_lanes(3, 12, on_gpu=False) == (3, 4)
+    assert actor_lanes(None, 8, on_gpu=True) == (1, 8)

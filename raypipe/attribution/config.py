@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from raypipe.config import (DTYPES, ConfigError, _opt, config_hash, require_at_least_one,
-                            require_fields)
+from raypipe.config import (CPU_REPLICAS_HELP, DTYPES, ConfigError, _opt, config_hash,
+                            require_at_least_one, require_fields)
 from raypipe.granularity import Aggregation, Granularity
 
 PERTURBATION = ("occlusion", "feature_ablation", "lime", "kernel_shap", "sobol")
@@ -57,6 +57,8 @@ class AttributeConfig:
     num_cpus: float = _opt(1.0, "CPUs reserved per model actor")
     torch_threads: int | None = _opt(None, "torch threads per actor (default: --num-cpus, or this "
                                      "node's cores / actors when that is more)")
+    cpu_replicas: int | None = _opt(None, CPU_REPLICAS_HELP + "; perturbation methods only, "
+                                    "gradient methods run one")
     batch_tokens: int | None = _opt(None, "padded tokens per packed forward batch "
                                      "(default: 8192 on a GPU, 1024 on CPU)")
     docs_per_shard: int = _opt(64, "documents per output shard (the unit of resuming)")
@@ -85,7 +87,7 @@ class AttributeConfig:
         if self.targets is not None and any(t < 0 for t in self.targets):
             raise ConfigError(f"target={self.target!r}: class indices must be >= 0")
         require_at_least_one(self, "n_samples", "actors", "batch_tokens", "docs_per_shard",
-                             "max_new_tokens")
+                             "max_new_tokens", "cpu_replicas")
 
     @property
     def effective_reduction(self) -> str:

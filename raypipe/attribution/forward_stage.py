@@ -24,8 +24,8 @@ from raypipe.batching.token_budget import GPU_BATCH_TOKENS, GRADIENT_GPU_BATCH_T
 from raypipe.config import ConfigError
 from raypipe.extraction.forward import pad_token_id
 from raypipe.granularity import aggregate
-from raypipe.runtime import actor_torch_threads, maybe_die
-from raypipe.torch_thread import TorchThread
+from raypipe.runtime import actor_lanes, actor_torch_threads, maybe_die
+from raypipe.torch_thread import TorchLanes, TorchThread
 
 
 def task_kind(task: str, model) -> str:
@@ -62,17 +62,28 @@ class ScoreShard:
         # model load, forwards and gradients on one thread (see raypipe.torch_thread)
         self._torch = TorchThread()
         self._torch.run(self._load)
+        self._lanes = TorchLanes(self._torch, len(self.models), self._threads_per_lane)
 
     def _load(self) -> None:
         from raypipe.models.loading import actor_device_map, load_model_and_tokenizer
 
+        from raypipe.models.replicas import can_share_weights, shared_weight_copy
+
         threads = actor_torch_threads(self.config.torch_threads, self.config.num_cpus,
                                       self.config.actors)
-        torch.set_num_threads(threads)
         device_map = actor_device_map(self.config.num_gpus)
+        # gradients keep one lane with every thread (their backward passes would share the
+        # replicas' parameters); packed forwards get one lane per model copy (TorchLanes)
+        lanes, self._threads_per_lane = actor_lanes(
+            1 if self.config.is_gradient else self.config.cpu_replicas, threads,
+            on_gpu=device_map != "cpu")
+        torch.set_num_threads(self._threads_per_lane)
         self.model, self.tokenizer = load_model_and_tokenizer(
             self.config.model, auto_class=self.config.auto_class, dtype=self.config.dtype,
             device_map=device_map, trust_remote_code=self.config.trust_remote_code)
+        self.models = [self.model]
+        if lanes > 1 and can_share_weights(self.model):
+            self.models += [shared_weight_copy(self.model) for _ in range(lanes - 1)]
         self.kind = task_kind(self.config.task, self.model)
         self.pad_id = pad_token_id(self.tokenizer)
         # a left-to-right model (LM, decoder classifier) sees removed units deleted
@@ -134,23 +145,27 @@ class ScoreShard:
 
     def _score_packed(self, seqs: list[tuple[np.ndarray, np.ndarray]], width: int,
                       score) -> np.ndarray:
-        """``(rows, width)`` float32: ``score(ids, mask)`` over length-sorted token-budget batches
-        of ``seqs`` (ids, attention), back in the order of ``seqs``."""
+        """``(rows, width)`` float32: ``score(model, ids, mask)`` over length-sorted token-budget
+        batches of ``seqs`` (ids, attention), back in the order of ``seqs``; the batches are
+        shared out among the lanes, each scoring with its own model copy."""
         lengths = [len(ids) for ids, _ in seqs]
         out = np.zeros((len(seqs), width), np.float32)
-        for batch in plan_micro_batches(lengths, self.batch_tokens):
+
+        def run(lane: int, batch: np.ndarray) -> None:
             ids, mask = pad_batch([seqs[i][0] for i in batch], self.pad_id,
                                   masks=[seqs[i][1] for i in batch])
-            out[batch] = score(ids, mask)
+            out[batch] = score(self.models[lane], ids, mask)   # rows no other batch writes
+
+        self._lanes.drain(run, plan_micro_batches(lengths, self.batch_tokens))
         return out
 
     def _class_scores(self, seqs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, C)`` mode-transformed scores and raw logits, in the order of ``seqs``."""
         n_classes = int(self.model.config.num_labels)
 
-        def score(ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+        def score(model, ids: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
             with torch.inference_mode():
-                raw = class_logits(self.model, mask.to(self.device),
+                raw = class_logits(model, mask.to(self.device),
                                    input_ids=ids.to(self.device)).float()
             return torch.cat([apply_mode(raw, self.config.mode), raw], 1).cpu().numpy()
 
@@ -195,16 +210,20 @@ class ScoreShard:
         for i, t in enumerate(targets):
             by_length.setdefault(len(t), []).append(i)
         out: list[np.ndarray] = [np.zeros(0, np.float32)] * len(seqs)
+        batches = []
         for width, rows in by_length.items():
             lengths = [len(seqs[i][0]) + width for i in rows]
-            for batch in plan_micro_batches(lengths, self.batch_tokens):
-                batch = [rows[b] for b in batch]
-                ids, mask = pad_batch([seqs[i][0] for i in batch], self.pad_id,
-                                      masks=[seqs[i][1] for i in batch])
-                target = torch.as_tensor(np.stack([targets[i] for i in batch]))   # (n, T)
-                scores = generation_scores(self.model, ids, mask, target, self.config.mode)
-                for i, row in zip(batch, scores.float().cpu().numpy()):
-                    out[i] = row
+            batches += [[rows[b] for b in batch] for batch in plan_micro_batches(lengths, self.batch_tokens)]
+
+        def run(lane: int, batch: list[int]) -> None:
+            ids, mask = pad_batch([seqs[i][0] for i in batch], self.pad_id,
+                                  masks=[seqs[i][1] for i in batch])
+            target = torch.as_tensor(np.stack([targets[i] for i in batch]))   # (n, T)
+            scores = generation_scores(self.models[lane], ids, mask, target, self.config.mode)
+            for i, row in zip(batch, scores.float().cpu().numpy()):
+                out[i] = row                                   # slots no other batch writes
+
+        self._lanes.drain(run, batches)
         return out
 
     def _continuation(self, w) -> np.ndarray | None:

@@ -54,6 +54,21 @@ def plan_micro_batches(lengths: Sequence[int], batch_tokens: int,
     return batches
 
 
+def balanced_groups(lengths: Sequence[int], n: int) -> list[list[int]]:
+    """Indices split into at most ``n`` groups of near-equal total length, for ``n`` forward
+    lanes: taken longest first and dealt out back and forth (0, 1, …, n-1, n-1, …, 0), so every
+    group also gets a similar mix of lengths and batches as tightly as the whole. Each group
+    is in increasing index order; empty groups are left out."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    groups: list[list[int]] = [[] for _ in range(n)]
+    order = np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
+    for rank, index in enumerate(order.tolist()):
+        turn = rank % (2 * n)
+        groups[turn if turn < n else 2 * n - 1 - turn].append(index)
+    return [sorted(g) for g in groups if g]
+
+
 def pad_batch(sequences: Sequence[np.ndarray], pad_id: int, side: str = "right",
               masks: Sequence[np.ndarray] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad token-id arrays into ``input_ids`` and ``attention_mask``, both ``(n, longest)`` int64.

@@ -23,13 +23,15 @@ import numpy as np
 import torch
 
 from raypipe.batching import resolve_batch_tokens
+from raypipe.batching.token_budget import balanced_groups
 from raypipe.busy_time import BusyClock
 from raypipe.config import ExtractConfig
-from raypipe.extraction.forward import UNIT_COLUMNS, unit_activations
+from raypipe.extraction.forward import (UNIT_COLUMNS, merge_lane_rows, unit_activations,
+                                        unit_columns)
 from raypipe.granularity import Aggregation
-from raypipe.runtime import actor_torch_threads, maybe_die
+from raypipe.runtime import actor_lanes, actor_torch_threads, maybe_die
 from raypipe.store import build_shard_table, write_shard
-from raypipe.torch_thread import TorchThread
+from raypipe.torch_thread import TorchLanes, TorchThread
 
 CALLS_PER_ACTOR = 2  # shards in progress per actor: one on the torch thread, one writing
 
@@ -48,6 +50,7 @@ class ExtractShard:
         # on this one thread (see raypipe.torch_thread); Ray's call threads write and checksum
         self._torch = TorchThread()
         self._torch.run(self._load)
+        self._lanes = TorchLanes(self._torch, len(self.models), self._threads_per_lane)
         self._busy = BusyClock()
 
     def _load(self) -> None:
@@ -57,12 +60,17 @@ class ExtractShard:
 
         threads = actor_torch_threads(self.config.torch_threads, self.config.num_cpus,
                                       self.config.actors)
-        torch.set_num_threads(threads)
         device_map = actor_device_map(self.config.num_gpus, self.config.device_map)
-        self.model = SplitModel(self.config.model, self.config.split_points,
-                                auto_class=self.config.auto_class, dtype=self.config.dtype,
-                                device_map=device_map, trust_remote_code=self.config.trust_remote_code,
-                                output_index=self.config.output_index)
+        lanes, self._threads_per_lane = actor_lanes(self.config.cpu_replicas, threads,
+                                                    on_gpu=device_map != "cpu")
+        torch.set_num_threads(self._threads_per_lane)
+        # one SplitModel per forward lane, all over the same weights (see TorchLanes)
+        self.models = SplitModel.replicas(self.config.model, lanes, self.config.split_points,
+                                          auto_class=self.config.auto_class, dtype=self.config.dtype,
+                                          device_map=device_map,
+                                          trust_remote_code=self.config.trust_remote_code,
+                                          output_index=self.config.output_index)
+        self.model = self.models[0]
         self.aggregation = Aggregation.parse(self.config.aggregation)
         self.batch_tokens = resolve_batch_tokens(self.config.batch_tokens, self.model.input_device)
 
@@ -92,9 +100,31 @@ class ExtractShard:
         table = build_shard_table(*(columns[k] for k in UNIT_COLUMNS), acts, self.config.store_dtype)
         return table, t_forward
 
+    def _lane_work(self, lane: int, docs: list):
+        """On lane ``lane``: `unit_activations` of its share of a shard's documents."""
+        return unit_activations(self.models[lane], docs, batch_tokens=self.batch_tokens,
+                                aggregation=self.aggregation, padding_side=self.config.padding_side)
+
+    def _merged_table(self, docs: list, groups: list, results: list):
+        """On lane 0: the lanes' rows back in document order, as the shard's table."""
+        acts = merge_lane_rows(docs, groups, [acts for _, acts, _ in results])
+        columns = unit_columns(docs)
+        return build_shard_table(*(columns[k] for k in UNIT_COLUMNS), acts, self.config.store_dtype)
+
+    def _shard_table(self, docs: list):
+        """The shard's table and its forward seconds: on the torch thread, or, with several
+        lanes, each lane forwarding a share of the documents balanced by tokens (the slowest
+        lane's forward seconds count)."""
+        if len(self._lanes) == 1 or len(docs) < 2:
+            return self._torch.run(self._model_work, docs)
+        groups = balanced_groups([sum(len(w) for w in doc.windows) for doc in docs], len(self._lanes))
+        results = self._lanes.map(self._lane_work, [([docs[i] for i in g],) for g in groups])
+        table = self._lanes.run(0, self._merged_table, docs, groups, results)
+        return table, max(seconds for _, _, seconds in results)
+
     def _process(self, shard: dict):
         t0 = time.perf_counter()
-        table, t_forward = self._torch.run(self._model_work, shard["docs"])
+        table, t_forward = self._shard_table(shard["docs"])
         stats = dict(shard["stats"], units=table.num_rows, forward_seconds=t_forward,
                      hidden_sizes=self.model.hidden_sizes,
                      shard_seconds=time.perf_counter() - t0, problems=shard["problems"])

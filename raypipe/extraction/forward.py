@@ -104,6 +104,24 @@ def unit_activations(model, docs: Sequence[TokenizedDoc], *, batch_tokens: int,
     return columns, acts, forward_seconds
 
 
+def merge_lane_rows(docs: Sequence[TokenizedDoc], groups: Sequence[Sequence[int]],
+                    lane_acts: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """``{split: (rows, d)}`` of ``docs`` in document order, from `unit_activations` run on
+    each group of document indices (``groups[k]`` increasing, every document in one group)."""
+    counts = np.asarray([len(doc.units) for doc in docs], dtype=np.int64)
+    first_row = np.zeros(len(docs), dtype=np.int64)
+    offset = 0
+    for group in groups:  # where each document's rows start in the lanes' concatenation
+        if not len(group):
+            continue
+        first_row[list(group)] = offset + np.concatenate([[0], np.cumsum(counts[list(group)])[:-1]])
+        offset += int(counts[list(group)].sum())
+    order = torch.as_tensor(np.concatenate(
+        [np.arange(first_row[d], first_row[d] + counts[d]) for d in range(len(docs))]
+        or [np.zeros(0, np.int64)]))
+    return {p: torch.cat([acts[p] for acts in lane_acts])[order] for p in lane_acts[0]}
+
+
 def unit_rows(docs: Sequence[TokenizedDoc], per_doc: Sequence[dict[str, torch.Tensor]],
               aggregation: Aggregation | str, hidden_sizes: dict[str, int]
               ) -> tuple[dict[str, list], dict[str, torch.Tensor]]:

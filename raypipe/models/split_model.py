@@ -209,6 +209,32 @@ class SplitModel:
         ordered = list(seen)
         return ordered, {path: int(seen[path].shape[-1]) for path in ordered}
 
+    @classmethod
+    def replicas(cls, model: str, n: int, split_points: Sequence[int | str] = (-1,), **kwargs: Any
+                 ) -> list[SplitModel]:
+        """``n`` SplitModels of ``model`` loaded once: the first owns the weights, the others
+        are module trees over the same tensors (raypipe.models.replicas), one per forward lane
+        of a CPU actor. Copies are made before nnsight wraps any of them. A model dispatched
+        over devices (a ``device_map``) gives one SplitModel, whatever ``n``."""
+        from raypipe.models.replicas import can_share_weights, shared_weight_copy
+
+        first = cls(model, split_points, **kwargs) if n <= 1 else None
+        if first is not None:
+            return [first]
+        load = {k: kwargs[k] for k in ("auto_class", "dtype", "device_map", "trust_remote_code")
+                if k in kwargs}
+        hf_model, tokenizer = load_model_and_tokenizer(model, tokenizer=kwargs.get("tokenizer"), **load)
+        modules = [hf_model]
+        if can_share_weights(hf_model):
+            modules += [shared_weight_copy(hf_model) for _ in range(n - 1)]
+        out = []
+        for module in modules:
+            split = cls(module, split_points, tokenizer=tokenizer,
+                        output_index=kwargs.get("output_index", 0))
+            split.model_id = model
+            out.append(split)
+        return out
+
     def __repr__(self) -> str:
         points = ", ".join(f"{path!r}: {size}" for path, size in self.hidden_sizes.items())
         dtype = next(self.hf_model.parameters()).dtype

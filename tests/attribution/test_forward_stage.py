@@ -1,6 +1,7 @@
 """The attribution model stage without Ray: where its torch work runs."""
 from __future__ import annotations
 
+import os
 import pickle
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +22,8 @@ TEXTS = ["the film was a delight", "a dull and tired story", "ok"]
 def test_score_shard_runs_every_torch_op_on_one_thread(tiny_bert_classifier_path, tmp_path,
                                                       torch_op_threads, method):
     """Built on one thread and called on another (as Ray Data does), the actor still loads its
-    model and runs every forward on a single third thread, and fills in each document's results."""
+    model and runs every forward on its own lane threads, neither of the two, and fills in each
+    document's results."""
     from transformers import AutoTokenizer
 
     config = AttributeConfig(model=tiny_bert_classifier_path, corpus=TEXTS, method=method,
@@ -37,7 +39,9 @@ def test_score_shard_runs_every_torch_op_on_one_thread(tiny_bert_classifier_path
     stage = ScoreShard(config.to_dict() | {"corpus": "-"})
     with ThreadPoolExecutor(max_workers=1) as calls:
         out = calls.submit(stage, batch).result()
-    assert len(torch_op_threads) == 1 and threading.get_ident() not in torch_op_threads
+    # the lanes: one model copy each on CPU (two on these 2 cores), one for gradient methods
+    assert torch_op_threads == stage._lanes.idents and threading.get_ident() not in torch_op_threads
+    assert len(stage._lanes) == (1 if config.is_gradient else min(4, os.cpu_count()))
     work = pickle.loads(out["payload"][0])["work"]
     assert len(work) == len(TEXTS)
     key = "unit_scores" if config.is_gradient else "scores"

@@ -58,3 +58,19 @@ def test_default_budget_depends_on_the_device():
     assert resolve_batch_tokens(None, torch.device("cuda", 0), gpu_default=4096) == 4096
     assert resolve_batch_tokens(300, "cuda") == 300  # an explicit budget always wins
     assert CPU_BATCH_TOKENS < GPU_BATCH_TOKENS
+
+
+def test_balanced_groups_hold_every_index_once_with_near_equal_tokens():
+    from raypipe.batching.token_budget import balanced_groups
+
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(1, 200, size=501)
+    for n in (1, 2, 3, 4):
+        groups = balanced_groups(lengths, n)
+        assert len(groups) == n and all(g == sorted(g) for g in groups)
+        assert sorted(i for g in groups for i in g) == list(range(501))
+        totals = [int(lengths[g].sum()) for g in groups]
+        assert max(totals) - min(totals) <= lengths.max()   # within one document
+    assert balanced_groups([5], 3) == [[0]]                  # no empty groups
+    with pytest.raises(ValueError):
+        balanced_groups([1, 2], 0)

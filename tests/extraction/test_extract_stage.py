@@ -118,8 +118,8 @@ def test_windows_cover_every_token_and_truncation_is_counted(minilm_path, tmp_pa
 def test_concurrent_calls_write_the_same_shards_as_one_at_a_time(minilm_path, tmp_path,
                                                                  torch_op_threads):
     """Two shards in progress on one actor (as Ray Data runs it) change no byte of either, and
-    every torch op of the actor, model load included, runs on one thread that is neither the
-    constructor's nor a call's."""
+    every torch op of the actor, model load included, runs on its lane threads (see
+    raypipe.torch_thread.TorchLanes), neither the constructor's nor a call's."""
     import json
     import threading
     import time
@@ -154,6 +154,7 @@ def test_concurrent_calls_write_the_same_shards_as_one_at_a_time(minilm_path, tm
             records = [stage(s) for s in shards]
         checksums[out] = sorted(json.loads(r["record"][0])["checksum"] for r in records)
         assert all(json.loads(r["record"][0])["stats"]["seconds"] > 0 for r in records)
-        assert len(torch_op_threads) == 1 and threading.get_ident() not in torch_op_threads
+        assert torch_op_threads == stage._lanes.idents
+        assert threading.get_ident() not in torch_op_threads
         torch_op_threads.clear()
     assert checksums["a"] == checksums["b"] and len(checksums["a"]) == 3

@@ -72,3 +72,35 @@ def test_windows_equal_a_plain_forward_of_each_window(model_and_docs, minilm_pat
     finally:
         handle.remove()
     assert np.sum([len(w) for w in docs[0].windows]) == len(per_doc[0]["encoder.layer.1"])
+
+
+def test_lanes_over_weight_sharing_replicas_give_the_rows_of_one_model(minilm_path):
+    """Each lane's share of the documents on its own replica, merged back in document order,
+    equals one model running the whole shard (the same rows, the same activations)."""
+    from raypipe.batching.token_budget import balanced_groups
+    from raypipe.extraction.forward import merge_lane_rows
+
+    replicas = SplitModel.replicas(minilm_path, 3, [1, -1], device_map="cpu")
+    assert len(replicas) == 3 and len({id(r.hf_model) for r in replicas}) == 3
+    weights = [dict(r.hf_model.named_parameters()) for r in replicas]
+    assert all(w[k] is weights[0][k] for w in weights[1:] for k in weights[0])   # shared tensors
+    documents = [Document(doc_id=i, text=t, position=i) for i, t in enumerate(TEXTS * 3)]
+    docs, _ = tokenize_documents(documents, replicas[0].tokenizer, max_length=12,
+                                 overflow="window", granularity="word")
+    _, whole, _ = unit_activations(replicas[0], docs, batch_tokens=24, aggregation="mean")
+    groups = balanced_groups([sum(len(w) for w in d.windows) for d in docs], 3)
+    lane_acts = [unit_activations(replicas[k], [docs[i] for i in g], batch_tokens=24,
+                                  aggregation="mean")[1] for k, g in enumerate(groups)]
+    merged = merge_lane_rows(docs, groups, lane_acts)
+    for p in replicas[0].split_points:
+        assert merged[p].shape == whole[p].shape
+        torch.testing.assert_close(merged[p], whole[p], rtol=0, atol=1e-5)
+
+
+def test_a_model_nnsight_wrapped_or_dispatched_is_not_copied(minilm_path):
+    from raypipe.models.replicas import can_share_weights, shared_weight_copy
+
+    wrapped = SplitModel(minilm_path, [1], device_map="cpu").hf_model
+    assert not can_share_weights(wrapped)
+    with pytest.raises(ValueError, match="copy it before wrapping"):
+        shared_weight_copy(wrapped)
