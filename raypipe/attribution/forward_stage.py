@@ -59,14 +59,13 @@ class ScoreShard:
 
         transformers.logging.disable_progress_bar()
         self.config = AttributeConfig(**config)
-        # model load, forwards and gradients on one thread (see raypipe.torch_thread)
+        # model load, forwards and gradients on the lanes, this thread first (raypipe.torch_thread)
         self._torch = TorchThread()
         self._torch.run(self._load)
         self._lanes = TorchLanes(self._torch, len(self.models), self._threads_per_lane)
 
     def _load(self) -> None:
         from raypipe.models.loading import actor_device_map, load_model_and_tokenizer
-
         from raypipe.models.replicas import can_share_weights, shared_weight_copy
 
         threads = actor_torch_threads(self.config.torch_threads, self.config.num_cpus,
@@ -84,6 +83,8 @@ class ScoreShard:
         self.models = [self.model]
         if lanes > 1 and can_share_weights(self.model):
             self.models += [shared_weight_copy(self.model) for _ in range(lanes - 1)]
+        if len(self.models) < lanes:  # a model sharded by a device map: one lane, every thread
+            self._threads_per_lane = threads
         self.kind = task_kind(self.config.task, self.model)
         self.pad_id = pad_token_id(self.tokenizer)
         # a left-to-right model (LM, decoder classifier) sees removed units deleted

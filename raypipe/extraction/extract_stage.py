@@ -1,12 +1,13 @@
 """Stage 2 (model actors): forward one tokenized shard, reduce to units, write the shard.
 
 Each actor holds one SplitModel (sharded over the actor's GPUs by accelerate when it owns
-several). The shard is written by the actor itself, atomically and under a name derived from the
+several), or on a CPU one per forward lane, all over the same weights (TorchLanes: each lane
+forwards its share of a shard's documents, balanced by tokens, on its own thread). The shard is written by the actor itself, atomically and under a name derived from the
 shard id, so a retried shard after an actor crash overwrites rather than duplicates; the driver
 lists it in the manifest only when the returned record arrives.
 
 An actor takes two shards at a time (``CALLS_PER_ACTOR``): every torch op (model load,
-forwards, unit reduction, store-dtype conversion) runs on one dedicated thread, a shard's
+forwards, unit reduction, store-dtype conversion) runs on the dedicated lane threads, a shard's
 Parquet write + checksum (single-threaded; idle device time on a GPU) overlaps the next
 shard's forward, and the next shard is already in the actor when a forward ends, so Ray Data's
 dispatch (0.05-0.2 s a shard on 2 cores) leaves no gap. Measured on all of rt-polarity at split
@@ -33,7 +34,7 @@ from raypipe.runtime import actor_lanes, actor_torch_threads, maybe_die
 from raypipe.store import build_shard_table, write_shard
 from raypipe.torch_thread import TorchLanes, TorchThread
 
-CALLS_PER_ACTOR = 2  # shards in progress per actor: one on the torch thread, one writing
+CALLS_PER_ACTOR = 2  # shards in progress per actor: one on the torch lanes, one writing
 
 
 class ExtractShard:
@@ -47,7 +48,8 @@ class ExtractShard:
         self.config = ExtractConfig(**config)
         self.store_root = store_root
         # model load and probe, forwards, unit reduction and the store-dtype conversion all run
-        # on this one thread (see raypipe.torch_thread); Ray's call threads write and checksum
+        # on the lanes, this thread first (see raypipe.torch_thread); Ray's call threads write
+        # and checksum
         self._torch = TorchThread()
         self._torch.run(self._load)
         self._lanes = TorchLanes(self._torch, len(self.models), self._threads_per_lane)
@@ -71,6 +73,8 @@ class ExtractShard:
                                           trust_remote_code=self.config.trust_remote_code,
                                           output_index=self.config.output_index)
         self.model = self.models[0]
+        if len(self.models) < lanes:  # a model sharded by a device map: one lane, every thread
+            self._threads_per_lane = threads
         self.aggregation = Aggregation.parse(self.config.aggregation)
         self.batch_tokens = resolve_batch_tokens(self.config.batch_tokens, self.model.input_device)
 
