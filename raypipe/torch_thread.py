@@ -9,7 +9,8 @@ as fast as on the main thread. On a GPU one thread also keeps one stream of devi
 
 So a model actor creates a ``TorchThread`` first and runs its model load and every call's torch
 work through it; work without torch (Parquet writes, checksums, pickling) stays on the caller's
-thread and can overlap the next forward.
+thread and can overlap the next forward. On a CPU, ``TorchLanes`` extends this to one such
+thread per model copy (each single-threaded, or with its share of the threads).
 """
 from __future__ import annotations
 

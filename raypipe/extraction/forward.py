@@ -111,11 +111,10 @@ def merge_lane_rows(docs: Sequence[TokenizedDoc], groups: Sequence[Sequence[int]
     counts = np.asarray([len(doc.units) for doc in docs], dtype=np.int64)
     first_row = np.zeros(len(docs), dtype=np.int64)
     offset = 0
-    for group in groups:  # where each document's rows start in the lanes' concatenation
-        if not len(group):
-            continue
-        first_row[list(group)] = offset + np.concatenate([[0], np.cumsum(counts[list(group)])[:-1]])
-        offset += int(counts[list(group)].sum())
+    for group in map(list, groups):  # where each document's rows start in the concatenation
+        ends = offset + np.cumsum(counts[group])
+        first_row[group] = ends - counts[group]
+        offset = int(ends[-1]) if group else offset
     order = torch.as_tensor(np.concatenate(
         [np.arange(first_row[d], first_row[d] + counts[d]) for d in range(len(docs))]
         or [np.zeros(0, np.int64)]))

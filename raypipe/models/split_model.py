@@ -218,9 +218,8 @@ class SplitModel:
         over devices (a ``device_map``) gives one SplitModel, whatever ``n``."""
         from raypipe.models.replicas import can_share_weights, shared_weight_copy
 
-        first = cls(model, split_points, **kwargs) if n <= 1 else None
-        if first is not None:
-            return [first]
+        if n <= 1:
+            return [cls(model, split_points, **kwargs)]
         load = {k: kwargs[k] for k in ("auto_class", "dtype", "device_map", "trust_remote_code")
                 if k in kwargs}
         hf_model, tokenizer = load_model_and_tokenizer(model, tokenizer=kwargs.get("tokenizer"), **load)
