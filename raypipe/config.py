@@ -42,14 +42,15 @@ def require_at_least_one(config: Any, *names: str) -> None:
             raise ConfigError(f"{name} must be >= 1, got {getattr(config, name)}")
 
 
-# Fields that change how a job runs but not what it writes; left out of the config hash so a
-# resumed job may use more actors, other GPUs or another batch budget, and may name its store
-# ``runs/a``, ``./runs/a`` or by its absolute path (or a copy of it moved elsewhere).
 CPU_REPLICAS_HELP = ("CPU actors: model copies sharing the weights, each forwarding on its own "
                      "thread with --torch-threads / N threads (default: one per thread up to 4 "
                      "threads, else 2; a GPU actor always runs one)")
-RUNTIME_ONLY = frozenset({"actors", "num_gpus", "num_cpus", "torch_threads", "cpu_replicas", "address",
-                          "batch_tokens", "progress", "device_map", "out"})
+
+# Fields that change how a job runs but not what it writes; left out of the config hash so a
+# resumed job may use more actors, other GPUs or another batch budget, and may name its store
+# ``runs/a``, ``./runs/a`` or by its absolute path (or a copy of it moved elsewhere).
+RUNTIME_ONLY = frozenset({"actors", "num_gpus", "num_cpus", "torch_threads", "cpu_replicas",
+                          "address", "batch_tokens", "progress", "device_map", "out"})
 
 
 @dataclass
