@@ -41,11 +41,19 @@ def reference(ray_local, minilm_path, tmp_path_factory):
     return out, result
 
 
-def same_store(a: Path, b: Path) -> None:
+def same_store(a: Path, b: Path, atol: float = 0.0) -> None:
+    """Same units in the same order and the same vectors. A re-run with the same batches (resume,
+    a restarted actor) must be bit-identical; other batch shapes or thread counts change float32
+    summation order inside the BLAS kernels (by how much depends on the CPU: ~1e-6 was seen on
+    CI's machine and 0 on ours), so those compare within the 1e-5 of the forward-equality
+    contract, which still catches any row put in the wrong place."""
     sa, sb = ActivationStore(str(a)), ActivationStore(str(b))
     assert sa.units().equals(sb.units())
     for p in sa.split_points:
-        np.testing.assert_array_equal(sa.to_numpy(p), sb.to_numpy(p))
+        if atol:
+            np.testing.assert_allclose(sa.to_numpy(p), sb.to_numpy(p), rtol=0, atol=atol)
+        else:
+            np.testing.assert_array_equal(sa.to_numpy(p), sb.to_numpy(p))
 
 
 def test_job_writes_every_unit_once(reference, minilm_path):
@@ -67,7 +75,7 @@ def test_job_writes_every_unit_once(reference, minilm_path):
 def test_two_actors_and_other_batch_budget_give_the_same_rows(reference, minilm_path, tmp_path):
     out = tmp_path / "two"
     result = extract_activations(job(minilm_path, out, actors=2, num_cpus=0.5, batch_tokens=64))
-    same_store(reference[0], out)
+    same_store(reference[0], out, atol=1e-5)
     # the model stage's wall time is the union of the shards' busy intervals: never more than
     # the actor-seconds summed, never more than the job, and every shard reports its interval
     shards = ActivationStore(out).manifest["shards"]
