@@ -98,7 +98,10 @@ class ExtractConfig:
     cpu_replicas: int | None = _opt(None, CPU_REPLICAS_HELP)
     batch_tokens: int | None = _opt(None, "padded tokens per micro-batch on the model actors "
                                      "(default: 8192 on a GPU, 1024 on CPU)")
-    docs_per_shard: int = _opt(512, "documents per output shard (the unit of resuming)")
+    docs_per_shard: int | None = _opt(None, "documents per output shard, the unit of resuming "
+                                      "(default: sized from a sample of the corpus, at most 2^18 "
+                                      "tokens and 256 MiB of activations a shard, and at least 4 "
+                                      "shards per actor)")
     address: str | None = _opt(None, "Ray address to join (default: RAY_ADDRESS, else a local Ray)")
     progress: bool = _opt(True, "show a progress bar")
 

@@ -42,7 +42,8 @@ class MineConfig:
     batch_size: int = _opt(1024, "SAE batch size")
     seed: int = _opt(0, "seed")
     top_activations: int = _opt(20, "top units kept per concept")
-    docs_per_shard: int = _opt(512, "documents per activation shard (the unit of resuming)")
+    docs_per_shard: int | None = _opt(None, "documents per activation shard, the unit of resuming "
+                                      "(default: sized from the corpus, as for raypipe extract)")
     holdout_shards: int | None = _opt(None, "last N activation shards held out for the metrics "
                                       "(default: 1 when there are 2 or more, else 0: in-sample)")
     actors: int = _opt(1, "model actors for the extraction")

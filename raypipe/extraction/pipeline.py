@@ -93,7 +93,8 @@ def extract_activations(config: ExtractConfig) -> ExtractResult:
                                  config.num_cpus)
     fingerprint = plan.corpus.describe()
     writer = StoreWriter(config.out, _manifest_header(config, plan, fingerprint),
-                         config.config_hash(fingerprint, {"split_points": plan.split_points}))
+                         config.config_hash(fingerprint, {"split_points": plan.split_points,
+                                                          "docs_per_shard": plan.docs_per_shard}))
     result = ExtractResult(store=config.out)
     pending = []
     for shard_id, start, stop in plan.shards:
@@ -183,7 +184,7 @@ def _manifest_header(config: ExtractConfig, plan: ExtractPlan, fingerprint: dict
         "max_length": plan.max_length,
         "overflow": config.overflow,
         "documents": plan.n_docs,
-        "docs_per_shard": config.docs_per_shard,
+        "docs_per_shard": plan.docs_per_shard,
         "corpus": fingerprint,
         "config": config.to_dict(),
     }

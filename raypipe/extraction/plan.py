@@ -23,6 +23,7 @@ class ExtractPlan:
     model_type: str
     tokenizer_spec: dict  # backend_spec(tokenizer): what the tokenize tasks load
     shards: list[tuple[int, int, int]]  # (shard_id, doc_start, doc_end)
+    docs_per_shard: int = 0  # as given, or sized from the corpus (see shard_sizing)
 
 
 def plan_extraction(config: ExtractConfig) -> ExtractPlan:
@@ -45,10 +46,51 @@ def plan_extraction(config: ExtractConfig) -> ExtractPlan:
     max_length = resolve_max_length(config.max_length, meta, tokenizer)
     if config.max_length is None and config.max_length_cap is not None:
         max_length = min(max_length, config.max_length_cap)
-    step = config.docs_per_shard
+    step = config.docs_per_shard or _recorded_docs_per_shard(config.out) or _sized_docs_per_shard(
+        config, corpus, n_docs, meta, tokenizer, split_points, max_length)
     shards = [(i, start, min(start + step, n_docs)) for i, start in enumerate(range(0, n_docs, step))]
     return ExtractPlan(corpus, n_docs, split_points, max_length, config.model,
-                       getattr(meta.config, "model_type", "?"), backend_spec(tokenizer), shards)
+                       getattr(meta.config, "model_type", "?"), backend_spec(tokenizer), shards, step)
+
+
+def _recorded_docs_per_shard(out: str) -> int | None:
+    """What an existing store at ``out`` was cut by, so that resuming it with the default
+    keeps its shards whatever a newer sizing rule would choose (None: no store yet)."""
+    from raypipe.store.layout import resolve_store
+    from raypipe.store.manifest import read_manifest
+
+    try:
+        manifest = read_manifest(*resolve_store(out))
+    except (OSError, ValueError):
+        return None  # no readable store: StoreWriter reports a foreign manifest itself
+    value = (manifest or {}).get("docs_per_shard")
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _sized_docs_per_shard(config: ExtractConfig, corpus, n_docs: int, meta, tokenizer,
+                          split_points: list[str], max_length: int) -> int:
+    """``docs_per_shard`` from a tokenized sample of the corpus (see shard_sizing)."""
+    from raypipe.batching import tokenize_documents
+    from raypipe.extraction.shard_sizing import (DTYPE_BYTES, docs_per_shard, hidden_size,
+                                                 module_width, sample_ranges)
+    from raypipe.granularity import Granularity
+
+    ranges = sample_ranges(n_docs)
+    if not ranges:
+        return 1
+    docs = tokens = rows = 0
+    for start, stop in ranges:
+        read = corpus.read_range(start, stop)
+        tokenized, _ = tokenize_documents(read.documents, tokenizer, max_length=max_length,
+                                          overflow=config.overflow,
+                                          granularity=Granularity.parse(config.granularity))
+        docs += stop - start
+        tokens += sum(d.n_tokens for d in tokenized)
+        rows += sum(len(d.units.members) for d in tokenized)
+    width = hidden_size(meta.config)
+    row_bytes = DTYPE_BYTES[config.store_dtype] * sum(
+        module_width(meta.get_submodule(p), width) for p in split_points)
+    return docs_per_shard(n_docs, tokens / docs, rows / docs, row_bytes, config.actors)
 
 
 def model_max_length(model_config, tokenizer) -> int:

@@ -61,3 +61,34 @@ def test_corpus_split_picks_the_split_of_a_saved_dataset_dict(minilm_path, tmp_p
         plan_extraction(ExtractConfig(**base))
     plan = plan_extraction(ExtractConfig(**base, corpus_split="test"))
     assert plan.n_docs == 3 and plan.corpus.describe()["split"] == "test"
+
+
+def test_default_shard_size_follows_the_documents_length(minilm_path, tmp_path):
+    """Without --docs-per-shard, long documents get fewer per shard than short ones (the bytes
+    bound at token granularity), and the plan's shards cover the corpus once."""
+    short = ["a short sentence"] * 4000
+    long = [" ".join(["word"] * 500)] * 4000
+    base = dict(model=minilm_path, out=str(tmp_path / "s"), split_points=[1, -1])
+    a = plan_extraction(ExtractConfig(corpus=short, **base))
+    b = plan_extraction(ExtractConfig(corpus=long, **base))
+    assert a.docs_per_shard == 1000                  # 4 shards for the one actor
+    row = 2 * 384 * 4                                # two split points of 384 floats
+    # 502 tokens a document ([CLS] and [SEP] included), 500 rows at token granularity
+    assert b.docs_per_shard == (256 << 20) // (500 * row) == 174
+    assert plan_extraction(ExtractConfig(corpus=long, granularity="sample", **base)
+                           ).docs_per_shard == (1 << 18) // 502   # tokens bound, one row each
+    assert plan_extraction(ExtractConfig(corpus=short, docs_per_shard=7, **base)).docs_per_shard == 7
+    covered = [d for _, start, stop in b.shards for d in range(start, stop)]
+    assert covered == list(range(4000))
+
+
+def test_a_stores_recorded_shard_size_is_kept_on_resume(minilm_path, tmp_path):
+    import json
+
+    out = tmp_path / "s"
+    out.mkdir()
+    config = ExtractConfig(model=minilm_path, corpus=["one text"] * 100, out=str(out))
+    assert plan_extraction(config).docs_per_shard == 25
+    from raypipe.store.manifest import FORMAT
+    (out / "manifest.json").write_text(json.dumps({"format": FORMAT, "docs_per_shard": 512}))
+    assert plan_extraction(config).docs_per_shard == 512
