@@ -71,24 +71,25 @@ def _sized_docs_per_shard(config: ExtractConfig, corpus, n_docs: int, meta, toke
                           split_points: list[str], max_length: int) -> int:
     """``docs_per_shard`` from a tokenized sample of the corpus (see shard_sizing)."""
     from raypipe.batching import tokenize_documents
-    from raypipe.extraction.shard_sizing import (DTYPE_BYTES, docs_per_shard, hidden_size,
-                                                 module_width, sample_ranges)
+    from raypipe.extraction.shard_sizing import (docs_per_shard, hidden_size, module_width,
+                                                 sample_ranges)
     from raypipe.granularity import Granularity
+    from raypipe.store.layout import check_dtype
 
     ranges = sample_ranges(n_docs)
     if not ranges:
         return 1
+    granularity = Granularity.parse(config.granularity)
     docs = tokens = rows = 0
     for start, stop in ranges:
         read = corpus.read_range(start, stop)
         tokenized, _ = tokenize_documents(read.documents, tokenizer, max_length=max_length,
-                                          overflow=config.overflow,
-                                          granularity=Granularity.parse(config.granularity))
+                                          overflow=config.overflow, granularity=granularity)
         docs += stop - start
         tokens += sum(d.n_tokens for d in tokenized)
         rows += sum(len(d.units.members) for d in tokenized)
     width = hidden_size(meta.config)
-    row_bytes = DTYPE_BYTES[config.store_dtype] * sum(
+    row_bytes = check_dtype(config.store_dtype)[0] * sum(
         module_width(meta.get_submodule(p), width) for p in split_points)
     return docs_per_shard(n_docs, tokens / docs, rows / docs, row_bytes, config.actors)
 

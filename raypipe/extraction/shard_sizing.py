@@ -30,8 +30,6 @@ SHARDS_PER_ACTOR = 4
 SAMPLE_WINDOWS = 8     # evenly spaced runs of consecutive documents ...
 SAMPLE_PER_WINDOW = 32  # ... of this many each: at most 256 documents tokenized on the driver
 
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
-
 
 def docs_per_shard(n_docs: int, tokens_per_doc: float, rows_per_doc: float, row_bytes: int,
                    actors: int, *, shard_tokens: int = SHARD_TOKENS, shard_bytes: int = SHARD_BYTES,
