@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from raypipe.store import ActivationStore, ShardRecord, StoreExistsError, StoreWriter, write_shard
@@ -27,6 +28,23 @@ def test_write_shard_record_matches_the_file(tmp_path):
     assert sorted(os.listdir(tmp_path / "shards")) == ["shard-000012.parquet"]
 
 
+def test_checksum_hashed_while_writing_covers_every_row_group(tmp_path, monkeypatch):
+    """The checksum and size are taken from the bytes as they stream to the file: with
+    several row groups (many writes), they still match the file, which reads back whole."""
+    monkeypatch.setattr(shard_writer, "ROW_GROUP_BYTES", 4096)
+    table, acts = make_units(0, 400, np.random.default_rng(5))
+    rec = write_shard(str(tmp_path), 0, table, doc_start=0, doc_end=400)
+    data = (tmp_path / rec.name).read_bytes()
+    assert pq.ParquetFile(tmp_path / rec.name).metadata.num_row_groups > 10
+    assert rec.checksum == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert rec.bytes == len(data)
+    writer = StoreWriter(str(tmp_path), make_header(), "h")
+    writer.record(rec)
+    store = ActivationStore(str(tmp_path))
+    for path, x in acts.items():
+        np.testing.assert_array_equal(store.to_numpy(path), x)
+
+
 def test_retry_overwrites_the_same_name(tmp_path):
     rng = np.random.default_rng(1)
     first, _ = make_units(0, 5, rng)
@@ -38,8 +56,8 @@ def test_retry_overwrites_the_same_name(tmp_path):
     assert rec.checksum == "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _crash_after_partial_write(stream, data):
-    stream.write(memoryview(data)[: len(data) // 2])
+def _crash_after_partial_write(sink, data):
+    sink._stream.write(memoryview(data)[: len(data) // 2])
     raise RuntimeError("simulated crash mid-write")
 
 
@@ -47,7 +65,7 @@ def test_crash_mid_write_leaves_no_visible_shard(tmp_path, monkeypatch):
     root = str(tmp_path)
     writer = StoreWriter(root, make_header(), "h")
     table, _ = make_units(0, 5, np.random.default_rng(2))
-    monkeypatch.setattr(shard_writer, "_write_chunks", _crash_after_partial_write)
+    monkeypatch.setattr(shard_writer._HashingSink, "write", _crash_after_partial_write)
     with pytest.raises(RuntimeError, match="simulated crash"):
         write_shard(root, 0, table, doc_start=0, doc_end=5)
     assert os.listdir(tmp_path / "shards") == []  # the partial tmp file was removed
