@@ -16,6 +16,10 @@ tokens, special tokens included, truncated to the model's 512):
 4. raypipe end to end at ``--split-points 1`` (after the second of six blocks).
 5. interpreto ``get_activations`` at ``encoder.layer.1``, TOKEN granularity, in a side venv
    (interpreto needs nnsight<0.8), model load timed separately.
+6. the floor under any Ray-based extraction that writes its rows (``bench/ray_floor.py``): a
+   bare Ray job that only starts Ray and loads the model in one actor, plus the plain loop after
+   block 1, plus writing the split-1 token rows as Parquet with their sha256. interpreto / floor
+   is the most the speed-up ratio could reach on this machine.
 
 Why: the README's claims are (a) raypipe's steady state costs at most ~10% over a plain loop,
 (b) stopping early saves most of what an ideal partial forward saves, and (c) raypipe end to end
@@ -71,6 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, default=None, help="only the first N sentences")
     p.add_argument("--skip-interpreto", action="store_true", help="do not measure interpreto")
     p.add_argument("--skip-raypipe", action="store_true", help="do not run raypipe (lines 3-4)")
+    p.add_argument("--skip-floor", action="store_true", help="do not measure the Ray floor (line 6)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="torch threads for every line (default: os.cpu_count())")
     p.add_argument("--data", type=Path, default=DATA, help=f"rt-polarity folder (default {DATA})")
@@ -125,8 +130,11 @@ def measure_plain(args: argparse.Namespace, model_dir: str,
             partial = min(partial, run_loop(model, tok, batches))
         log(f"plain loop, round {i + 1}/{args.repeat}: full depth {full:.2f} s, stopped after "
             f"block 1 {partial:.2f} s (best so far; load average {load_now()})")
+    special = set(tokenizer.all_special_ids)
     info = {"batching": f"{scheme[0]}={scheme[1]}", "tokenize_seconds": round(tok.seconds, 3),
-            "batches": len(batches), "tokens": tok.tokens}
+            "batches": len(batches), "tokens": tok.tokens, "hidden_size": model.config.hidden_size,
+            # the rows of a TOKEN store: every token but the special ones
+            "token_rows": sum(1 for ids in tok.ids for t in ids if t not in special)}
     lines = [Line("plain_full", "plain loop, full depth (6 blocks)", full, tok.tokens,
                   load_avg=busy_full),
              Line("plain_block1", "plain loop, stopped after block 1", partial, tok.tokens,
@@ -167,6 +175,27 @@ def measure_raypipe(args: argparse.Namespace, model_dir: str, corpus: Path, tmp:
         lines.append(Line(key + "_model", label.replace("end to end", "model stage"),
                           best.model_seconds, best.tokens, load_avg=busy[key]))
     return lines, info
+
+
+def measure_floor(args: argparse.Namespace, model_dir: str, tmp: Path, tokens: int,
+                  plain: dict, plain_block1: float) -> tuple[list[Line], dict]:
+    """Line 6: bare Ray job + plain loop after block 1 + the write of the split-1 token rows."""
+    from bench.ray_floor import measure_bare_ray_job, measure_write, ray_env
+
+    bare, write = float("inf"), float("inf")
+    try:
+        for i in range(args.repeat):
+            bare = min(bare, measure_bare_ray_job(model_dir, args.threads, tmp, ray_env(tmp)))
+            write = min(write, measure_write(plain["token_rows"], plain["hidden_size"], tmp))
+            log(f"floor, round {i + 1}/{args.repeat}: bare Ray job (start, one model load, stop) "
+                f"{bare:.2f} s, writing {plain['token_rows']:,} float32 rows of "
+                f"{plain['hidden_size']} {write:.2f} s (best so far)")
+    except RuntimeError as err:
+        log(f"floor skipped: {err}")
+        return [], {"failed": str(err)}
+    info = {"bare_ray_job_seconds": bare, "write_seconds": write, "plain_block1_seconds": plain_block1}
+    return [Line("ray_floor_block1", "floor: bare Ray job + plain loop after block 1 + write",
+                 bare + plain_block1 + write, tokens, load_avg=load_now())], info
 
 
 def measure_interpreto(args: argparse.Namespace, model_dir: str, corpus: Path,
@@ -235,6 +264,11 @@ def main(argv: list[str] | None = None) -> int:
         details = {"plain": plain_info}
         if not args.skip_raypipe:
             more, details["raypipe"] = measure_raypipe(args, model_dir, corpus, tmp, tokens)
+            lines += more
+        if not args.skip_floor:
+            plain_block1 = next(line.seconds for line in lines if line.key == "plain_block1")
+            more, details["floor"] = measure_floor(args, model_dir, tmp, tokens, plain_info,
+                                                     plain_block1)
             lines += more
         if args.skip_interpreto:
             details["interpreto"] = {"skipped": "--skip-interpreto"}

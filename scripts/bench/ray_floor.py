@@ -1,0 +1,81 @@
+"""The floor under any end-to-end extraction on Ray here: Ray's start, one model load, the writes.
+
+Why: the README's speed-up target (end to end at least 1.5x interpreto's in-memory call) counts
+Ray's start-up, the actor's model load and the store's writes on raypipe's side only. Two pieces
+are measured on their own, as work no Ray-based extractor that writes its rows can skip:
+
+- ``bare_ray_job``: a fresh process that starts a local Ray, loads the model in one actor and
+  stops (``bare_ray_job.py``): no pipeline, no tokenization, no forward, no write;
+- ``write``: the rows of a TOKEN-granularity store (one float32 vector per token), as
+  raypipe's layout keeps them (a fixed-size binary column, uncompressed Parquet) plus the
+  sha256 of the file, written with pyarrow and hashlib alone.
+
+floor = bare Ray job + the plain loop's forward + the write. It is a lower bound on these
+2 cores: the forward already keeps both cores busy, so overlapping the pieces cannot shorten
+their sum by much; raypipe's own fixed costs (the driver's split-point check, Ray Data's
+start, tokenization, nnsight's import) come on top. interpreto / floor is then the most
+the target ratio could reach on this machine.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+
+def measure_bare_ray_job(model_dir: str, threads: int, tmp: Path, env: dict) -> float:
+    """Wall seconds of ``bare_ray_job.py`` as a fresh process (a RuntimeError if it fails)."""
+    cmd = [sys.executable, str(HERE / "bare_ray_job.py"), "--model", model_dir,
+           "--threads", str(threads)]
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=str(tmp))
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+        raise RuntimeError(f"bare Ray job failed (exit {done.returncode}): {tail}")
+    return seconds
+
+
+def measure_write(rows: int, width: int, folder: Path, seed: int = 0) -> float:
+    """Seconds to write ``rows`` float32 vectors of ``width`` as one uncompressed Parquet file
+    with a fixed-size binary column, and to sha256 its bytes (the data is made beforehand)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    item = width * 4
+    data = np.random.default_rng(seed).standard_normal((rows, width), dtype=np.float32)
+    column = pa.FixedSizeBinaryArray.from_buffers(pa.binary(item), rows,
+                                                  [None, pa.py_buffer(data)])
+    table = pa.table({"x": column})
+    path = folder / "floor.parquet"
+    t0 = time.perf_counter()
+    pq.write_table(table, path, compression="none", use_dictionary=False, write_statistics=False,
+                   row_group_size=max(1, (64 << 20) // item))
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(8 << 20):
+            digest.update(chunk)
+    seconds = time.perf_counter() - t0
+    os.remove(path)
+    return seconds
+
+
+def ray_env(tmp: Path) -> dict:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", RAY_AUTH_MODE="disabled",
+               RAY_TMPDIR=str(tmp))
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+if __name__ == "__main__":  # a quick look: python scripts/bench/ray_floor.py MODEL_DIR
+    with tempfile.TemporaryDirectory(prefix="rpfloor-") as name:
+        print(f"bare Ray job {measure_bare_ray_job(sys.argv[1], os.cpu_count() or 1, Path(name), ray_env(Path(name))):.2f} s")
+        print(f"write of 292,115 x 384 float32 rows {measure_write(292_115, 384, Path(name)):.2f} s")
