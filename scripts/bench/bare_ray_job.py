@@ -16,6 +16,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--auto-class", default="AutoModel", help="transformers class that loads it")
     args = p.parse_args()
 
     import ray
@@ -24,17 +25,17 @@ def main() -> None:
 
     @ray.remote(num_cpus=args.threads)
     class LoadedModel:
-        def __init__(self, path: str, threads: int) -> None:
+        def __init__(self, path: str, threads: int, auto_class: str) -> None:
             import torch
-            from transformers import AutoModel
+            import transformers
 
             torch.set_num_threads(threads)
-            self.model = AutoModel.from_pretrained(path).eval()
+            self.model = getattr(transformers, auto_class).from_pretrained(path).eval()
 
         def ready(self) -> bool:
             return True
 
-    actor = LoadedModel.remote(args.model, args.threads)
+    actor = LoadedModel.remote(args.model, args.threads, args.auto_class)
     assert ray.get(actor.ready.remote())
     ray.shutdown()
     os._exit(0)  # as raypipe's console script: no interpreter teardown once Ray has stopped

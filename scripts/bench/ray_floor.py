@@ -31,10 +31,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 
-def measure_bare_ray_job(model_dir: str, threads: int, tmp: Path, env: dict) -> float:
+def measure_bare_ray_job(model_dir: str, threads: int, tmp: Path, env: dict,
+                         auto_class: str = "AutoModel") -> float:
     """Wall seconds of ``bare_ray_job.py`` as a fresh process (a RuntimeError if it fails)."""
     cmd = [sys.executable, str(HERE / "bare_ray_job.py"), "--model", model_dir,
-           "--threads", str(threads)]
+           "--threads", str(threads), "--auto-class", auto_class]
     t0 = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=str(tmp))
     seconds = time.perf_counter() - t0
