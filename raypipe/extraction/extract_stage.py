@@ -27,8 +27,7 @@ from raypipe.batching import resolve_batch_tokens
 from raypipe.batching.token_budget import balanced_groups
 from raypipe.busy_time import BusyClock
 from raypipe.config import ExtractConfig
-from raypipe.extraction.forward import (UNIT_COLUMNS, merge_lane_rows, unit_activations,
-                                        unit_columns)
+from raypipe.extraction.forward import UNIT_COLUMNS, unit_activations, unit_columns
 from raypipe.granularity import Aggregation
 from raypipe.runtime import actor_lanes, actor_torch_threads, maybe_die
 from raypipe.store import build_shard_table, write_shard
@@ -104,26 +103,37 @@ class ExtractShard:
         table = build_shard_table(*(columns[k] for k in UNIT_COLUMNS), acts, self.config.store_dtype)
         return table, t_forward
 
-    def _lane_work(self, lane: int, docs: list):
-        """On lane ``lane``: `unit_activations` of its share of a shard's documents."""
+    def _lane_work(self, lane: int, docs: list, out: tuple):
+        """On lane ``lane``: `unit_activations` of its share of a shard's documents, written
+        into the shard's rows (``out``)."""
         return unit_activations(self.models[lane], docs, batch_tokens=self.batch_tokens,
-                                aggregation=self.aggregation, padding_side=self.config.padding_side)
+                                aggregation=self.aggregation, padding_side=self.config.padding_side,
+                                out=out)
 
-    def _merged_table(self, docs: list, groups: list, results: list):
-        """On lane 0: the lanes' rows back in document order, as the shard's table."""
-        acts = merge_lane_rows(docs, groups, [acts for _, acts, _ in results])
+    def _shard_rows(self, docs: list) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+        """The shard's empty activation rows and each document's first row. Allocated by numpy
+        on the calling thread (no torch op runs here, and no lane is waited for)."""
+        counts = np.fromiter((len(doc.units) for doc in docs), dtype=np.int64, count=len(docs))
+        rows = int(counts.sum())
+        return ({p: torch.from_numpy(np.empty((rows, n), dtype=np.float32))
+                 for p, n in self.model.hidden_sizes.items()}, np.cumsum(counts) - counts)
+
+    def _table(self, docs: list, acts: dict[str, torch.Tensor]):
+        """On lane 0: the shard's table from its rows (in document order)."""
         columns = unit_columns(docs)
         return build_shard_table(*(columns[k] for k in UNIT_COLUMNS), acts, self.config.store_dtype)
 
     def _shard_table(self, docs: list):
         """The shard's table and its forward seconds: on the torch thread, or, with several
-        lanes, each lane forwarding a share of the documents balanced by tokens (the slowest
-        lane's forward seconds count)."""
+        lanes, each lane forwarding a share of the documents balanced by tokens and writing
+        their rows in place (the slowest lane's forward seconds count)."""
         if len(self._lanes) == 1 or len(docs) < 2:
             return self._torch.run(self._model_work, docs)
         groups = balanced_groups([sum(len(w) for w in doc.windows) for doc in docs], len(self._lanes))
-        results = self._lanes.map(self._lane_work, [([docs[i] for i in g],) for g in groups])
-        table = self._lanes.run(0, self._merged_table, docs, groups, results)
+        acts, first = self._shard_rows(docs)
+        results = self._lanes.map(self._lane_work, [([docs[i] for i in g], (acts, first[g]))
+                                                    for g in groups])
+        table = self._lanes.run(0, self._table, docs, acts)
         return table, max(seconds for _, _, seconds in results)
 
     def _process(self, shard: dict):

@@ -72,53 +72,54 @@ def document_activations(model, docs: Sequence[TokenizedDoc], *, batch_tokens: i
 
 
 def unit_activations(model, docs: Sequence[TokenizedDoc], *, batch_tokens: int,
-                     aggregation: Aggregation | str, padding_side: str = "right"
+                     aggregation: Aggregation | str, padding_side: str = "right",
+                     out: tuple[dict[str, torch.Tensor], np.ndarray] | None = None
                      ) -> tuple[dict[str, list], dict[str, torch.Tensor], float]:
     """`unit_rows` of the model's outputs for ``docs``, reduced while the forwards go on.
 
     The documents a micro-batch finishes are reduced to their units right away (one
-    ``aggregate`` call for all of them), so host memory holds one micro-batch of token
-    activations, the windows of documents not finished yet, and the unit rows, never every
-    token of the shard: for an 8B model (d = 4096), 512 documents of 2k tokens are 17 GB of
-    float32 a split point, while their ``sample`` rows are 8 MB. Returns the columns, the
-    activations ``{split: (rows, d)}`` float32 on CPU in document order, and the seconds spent
-    in forwards (the reductions excluded).
+    ``aggregate`` call for all of them) and written to their rows of the output, so host memory
+    holds one micro-batch of token activations, the windows of documents not finished yet, and
+    the unit rows, never every token of the shard: for an 8B model (d = 4096), 512 documents
+    of 2k tokens are 17 GB of float32 a split point, while their ``sample`` rows are 8 MB.
+
+    ``out``: ``({split: (rows, d)} float32 tensors, first row of each of ``docs``)`` to write
+    into instead of fresh tensors. Forward lanes share one shard's tensors this way, each
+    writing its documents' rows in place (disjoint slices), so the shard's rows are in document
+    order with no merge copy (measured: 0.06 s of row writes against 0.2 s of concatenations
+    and a reordering gather for a 73k-row, 384-wide shard).
+
+    Returns the columns, the activations ``{split: (rows, d)}`` float32 on CPU in document
+    order (``out``'s tensors when given), and the seconds spent in forwards (the reductions
+    excluded).
     """
     aggregation = Aggregation.parse(aggregation)
     hidden = model.hidden_sizes
-    rows: list[dict[str, torch.Tensor] | None] = [None] * len(docs)
+    if out is None:
+        counts = np.fromiter((len(doc.units) for doc in docs), dtype=np.int64, count=len(docs))
+        first = np.cumsum(counts) - counts
+        acts = {p: torch.empty(int(counts.sum()), n) for p, n in hidden.items()}
+    else:
+        acts, first = out
     forward_seconds, t0 = 0.0, time.perf_counter()
     for finished in _finished_documents(model, docs, batch_tokens=batch_tokens,
                                         padding_side=padding_side):
         forward_seconds += time.perf_counter() - t0
         if finished:
             done = [docs[d] for d, _ in finished]
-            acts = _reduce(done, [a for _, a in finished], aggregation, hidden)
-            counts = [len(doc.units) for doc in done]
-            for (d, _), *parts in zip(finished, *(acts[p].split(counts) for p in hidden)):
-                rows[d] = dict(zip(hidden, parts))
+            reduced = _reduce(done, [a for _, a in finished], aggregation, hidden)
+            rows = _row_index([int(first[d]) for d, _ in finished], [len(doc.units) for doc in done])
+            for p in hidden:
+                acts[p].index_copy_(0, rows, reduced[p])
         t0 = time.perf_counter()
-    columns = unit_columns(docs)
-    acts = {p: torch.cat([r[p] for r in rows]) if rows else torch.empty(0, n)
-            for p, n in hidden.items()}
-    return columns, acts, forward_seconds
+    return unit_columns(docs), acts, forward_seconds
 
 
-def merge_lane_rows(docs: Sequence[TokenizedDoc], groups: Sequence[Sequence[int]],
-                    lane_acts: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """``{split: (rows, d)}`` of ``docs`` in document order, from `unit_activations` run on
-    each group of document indices (``groups[k]`` increasing, every document in one group)."""
-    counts = np.asarray([len(doc.units) for doc in docs], dtype=np.int64)
-    first_row = np.zeros(len(docs), dtype=np.int64)
-    offset = 0
-    for group in map(list, groups):  # where each document's rows start in the concatenation
-        ends = offset + np.cumsum(counts[group])
-        first_row[group] = ends - counts[group]
-        offset = int(ends[-1]) if group else offset
-    order = torch.as_tensor(np.concatenate(
-        [np.arange(first_row[d], first_row[d] + counts[d]) for d in range(len(docs))]
-        or [np.zeros(0, np.int64)]))
-    return {p: torch.cat([acts[p] for acts in lane_acts])[order] for p in lane_acts[0]}
+def _row_index(starts: Sequence[int], counts: Sequence[int]) -> torch.Tensor:
+    """The rows ``starts[i] .. starts[i] + counts[i] - 1`` of every document, concatenated."""
+    counts = np.asarray(counts, dtype=np.int64)
+    offsets = np.repeat(np.asarray(starts, dtype=np.int64) - (np.cumsum(counts) - counts), counts)
+    return torch.from_numpy(offsets + np.arange(int(counts.sum()), dtype=np.int64))
 
 
 def unit_rows(docs: Sequence[TokenizedDoc], per_doc: Sequence[dict[str, torch.Tensor]],

@@ -75,10 +75,10 @@ def test_windows_equal_a_plain_forward_of_each_window(model_and_docs, minilm_pat
 
 
 def test_lanes_over_weight_sharing_replicas_give_the_rows_of_one_model(minilm_path):
-    """Each lane's share of the documents on its own replica, merged back in document order,
-    equals one model running the whole shard (the same rows, the same activations)."""
+    """Each lane's share of the documents on its own replica, written in place into the
+    shard's rows, equals one model running the whole shard (the same rows, the same
+    activations, every row written)."""
     from raypipe.batching.token_budget import balanced_groups
-    from raypipe.extraction.forward import merge_lane_rows
 
     replicas = SplitModel.replicas(minilm_path, 3, [1, -1], device_map="cpu")
     assert len(replicas) == 3 and len({id(r.hf_model) for r in replicas}) == 3
@@ -89,9 +89,14 @@ def test_lanes_over_weight_sharing_replicas_give_the_rows_of_one_model(minilm_pa
                                  overflow="window", granularity="word")
     _, whole, _ = unit_activations(replicas[0], docs, batch_tokens=24, aggregation="mean")
     groups = balanced_groups([sum(len(w) for w in d.windows) for d in docs], 3)
-    lane_acts = [unit_activations(replicas[k], [docs[i] for i in g], batch_tokens=24,
-                                  aggregation="mean")[1] for k, g in enumerate(groups)]
-    merged = merge_lane_rows(docs, groups, lane_acts)
+    counts = np.array([len(d.units) for d in docs])
+    merged = {p: torch.full((int(counts.sum()), n), float("nan"))
+              for p, n in replicas[0].hidden_sizes.items()}
+    first = np.cumsum(counts) - counts
+    for k, g in enumerate(groups):  # the lanes, one after the other
+        _, written, _ = unit_activations(replicas[k], [docs[i] for i in g], batch_tokens=24,
+                                         aggregation="mean", out=(merged, first[g]))
+        assert written is merged
     for p in replicas[0].split_points:
         assert merged[p].shape == whole[p].shape
         torch.testing.assert_close(merged[p], whole[p], rtol=0, atol=1e-5)
