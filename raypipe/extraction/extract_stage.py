@@ -27,7 +27,8 @@ from raypipe.batching import resolve_batch_tokens
 from raypipe.batching.token_budget import balanced_groups
 from raypipe.busy_time import BusyClock
 from raypipe.config import ExtractConfig
-from raypipe.extraction.forward import UNIT_COLUMNS, unit_activations, unit_columns
+from raypipe.extraction.forward import (UNIT_COLUMNS, empty_unit_rows, unit_columns,
+                                        write_unit_rows)
 from raypipe.granularity import Aggregation
 from raypipe.runtime import actor_lanes, actor_torch_threads, maybe_die
 from raypipe.store import build_shard_table, write_shard
@@ -94,29 +95,11 @@ class ExtractShard:
         record.stats["busy_until"] = until
         return json.dumps(asdict(record))
 
-    def _model_work(self, docs: list):
-        """On the torch thread: the shard's table (forward, units, store dtype) and the seconds
-        its forward took (not counting the wait for the other shard's turn)."""
-        columns, acts, t_forward = unit_activations(self.model, docs, batch_tokens=self.batch_tokens,
-                                                    aggregation=self.aggregation,
-                                                    padding_side=self.config.padding_side)
-        table = build_shard_table(*(columns[k] for k in UNIT_COLUMNS), acts, self.config.store_dtype)
-        return table, t_forward
-
-    def _lane_work(self, lane: int, docs: list, out: tuple):
-        """On lane ``lane``: `unit_activations` of its share of a shard's documents, written
-        into the shard's rows (``out``)."""
-        return unit_activations(self.models[lane], docs, batch_tokens=self.batch_tokens,
-                                aggregation=self.aggregation, padding_side=self.config.padding_side,
-                                out=out)
-
-    def _shard_rows(self, docs: list) -> tuple[dict[str, torch.Tensor], np.ndarray]:
-        """The shard's empty activation rows and each document's first row. Allocated by numpy
-        on the calling thread (no torch op runs here, and no lane is waited for)."""
-        counts = np.fromiter((len(doc.units) for doc in docs), dtype=np.int64, count=len(docs))
-        rows = int(counts.sum())
-        return ({p: torch.from_numpy(np.empty((rows, n), dtype=np.float32))
-                 for p, n in self.model.hidden_sizes.items()}, np.cumsum(counts) - counts)
+    def _lane_work(self, lane: int, docs: list, out: tuple) -> float:
+        """On lane ``lane``: its share of a shard's documents forwarded and their unit rows
+        written into the shard's rows (``out``); returns its forward seconds."""
+        return write_unit_rows(self.models[lane], docs, out, batch_tokens=self.batch_tokens,
+                               aggregation=self.aggregation, padding_side=self.config.padding_side)
 
     def _table(self, docs: list, acts: dict[str, torch.Tensor]):
         """On lane 0: the shard's table from its rows (in document order)."""
@@ -124,17 +107,16 @@ class ExtractShard:
         return build_shard_table(*(columns[k] for k in UNIT_COLUMNS), acts, self.config.store_dtype)
 
     def _shard_table(self, docs: list):
-        """The shard's table and its forward seconds: on the torch thread, or, with several
-        lanes, each lane forwarding a share of the documents balanced by tokens and writing
-        their rows in place (the slowest lane's forward seconds count)."""
-        if len(self._lanes) == 1 or len(docs) < 2:
-            return self._torch.run(self._model_work, docs)
+        """The shard's table and its forward seconds (not counting the wait for the other
+        shard's turn): each lane forwards a share of the documents balanced by tokens and
+        writes their rows in place (the slowest lane's forward seconds count); one lane (a GPU,
+        a sharded model) forwards them all."""
         groups = balanced_groups([sum(len(w) for w in doc.windows) for doc in docs], len(self._lanes))
-        acts, first = self._shard_rows(docs)
-        results = self._lanes.map(self._lane_work, [([docs[i] for i in g], (acts, first[g]))
+        acts, first = empty_unit_rows(docs, self.model.hidden_sizes)
+        seconds = self._lanes.map(self._lane_work, [([docs[i] for i in g], (acts, first[g]))
                                                     for g in groups])
         table = self._lanes.run(0, self._table, docs, acts)
-        return table, max(seconds for _, _, seconds in results)
+        return table, max(seconds, default=0.0)
 
     def _process(self, shard: dict):
         t0 = time.perf_counter()

@@ -72,36 +72,55 @@ def document_activations(model, docs: Sequence[TokenizedDoc], *, batch_tokens: i
 
 
 def unit_activations(model, docs: Sequence[TokenizedDoc], *, batch_tokens: int,
-                     aggregation: Aggregation | str, padding_side: str = "right",
-                     out: tuple[dict[str, torch.Tensor], np.ndarray] | None = None
+                     aggregation: Aggregation | str, padding_side: str = "right"
                      ) -> tuple[dict[str, list], dict[str, torch.Tensor], float]:
     """`unit_rows` of the model's outputs for ``docs``, reduced while the forwards go on.
 
-    The documents a micro-batch finishes are reduced to their units right away (one
-    ``aggregate`` call for all of them) and written to their rows of the output, so host memory
-    holds one micro-batch of token activations, the windows of documents not finished yet, and
-    the unit rows, never every token of the shard: for an 8B model (d = 4096), 512 documents
-    of 2k tokens are 17 GB of float32 a split point, while their ``sample`` rows are 8 MB.
-
-    ``out``: ``({split: (rows, d)} float32 tensors, first row of each of ``docs``)`` to write
-    into instead of fresh tensors. Forward lanes share one shard's tensors this way, each
-    writing its documents' rows in place (disjoint slices), so the shard's rows are in document
-    order with no merge copy (measured: 0.06 s of row writes against 0.2 s of concatenations
-    and a reordering gather for a 73k-row, 384-wide shard).
-
     Returns the columns, the activations ``{split: (rows, d)}`` float32 on CPU in document
-    order (``out``'s tensors when given), and the seconds spent in forwards (the reductions
-    excluded).
+    order, and the seconds spent in forwards (the reductions excluded). See `write_unit_rows`.
+    """
+    acts, first = empty_unit_rows(docs, model.hidden_sizes)
+    seconds = write_unit_rows(model, docs, (acts, first), batch_tokens=batch_tokens,
+                              aggregation=aggregation, padding_side=padding_side)
+    return unit_columns(docs), acts, seconds
+
+
+def empty_unit_rows(docs: Sequence[TokenizedDoc], hidden_sizes: dict[str, int]
+                    ) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+    """``({split: (rows, d)} float32 CPU tensors, not initialised; the first row of each of
+    ``docs``)``: the rows `write_unit_rows` fills, in document order. Allocated by numpy, so
+    that no torch op runs on the calling thread (see raypipe.torch_thread)."""
+    counts = np.fromiter((len(doc.units) for doc in docs), dtype=np.int64, count=len(docs))
+    rows = int(counts.sum())
+    return ({p: torch.from_numpy(np.empty((rows, n), dtype=np.float32))
+             for p, n in hidden_sizes.items()}, np.cumsum(counts) - counts)
+
+
+def write_unit_rows(model, docs: Sequence[TokenizedDoc],
+                    out: tuple[dict[str, torch.Tensor], np.ndarray], *, batch_tokens: int,
+                    aggregation: Aggregation | str, padding_side: str = "right") -> float:
+    """Run ``docs`` and write each one's unit rows into ``out`` = ``({split: (rows, d)}
+    float32 tensors, first row of each of docs)``; returns the seconds spent in forwards.
+
+    The documents a micro-batch finishes are reduced to their units right away (one
+    ``aggregate`` call for all of them) and copied to their rows, so host memory holds one
+    micro-batch of token activations, the windows of documents not finished yet, and the unit
+    rows, never every token of the shard: for an 8B model (d = 4096), 512 documents of 2k
+    tokens are 17 GB of float32 a split point, while their ``sample`` rows are 8 MB.
+
+    Forward lanes share one shard's tensors this way, each writing its documents' rows in
+    place (disjoint rows), so the shard's rows are in document order with no merge copy
+    (measured: 0.06 s of row writes against 0.2 s of concatenations and a reordering gather for
+    a 73k-row, 384-wide shard).
+
+    Raises:
+        RuntimeError: a document never finished (its rows would be left uninitialised).
     """
     aggregation = Aggregation.parse(aggregation)
     hidden = model.hidden_sizes
-    if out is None:
-        counts = np.fromiter((len(doc.units) for doc in docs), dtype=np.int64, count=len(docs))
-        first = np.cumsum(counts) - counts
-        acts = {p: torch.empty(int(counts.sum()), n) for p, n in hidden.items()}
-    else:
-        acts, first = out
+    acts, first = out
     forward_seconds, t0 = 0.0, time.perf_counter()
+    written = 0
     for finished in _finished_documents(model, docs, batch_tokens=batch_tokens,
                                         padding_side=padding_side):
         forward_seconds += time.perf_counter() - t0
@@ -111,8 +130,12 @@ def unit_activations(model, docs: Sequence[TokenizedDoc], *, batch_tokens: int,
             rows = _row_index([int(first[d]) for d, _ in finished], [len(doc.units) for doc in done])
             for p in hidden:
                 acts[p].index_copy_(0, rows, reduced[p])
+            written += len(finished)
         t0 = time.perf_counter()
-    return unit_columns(docs), acts, forward_seconds
+    if written != len(docs):
+        raise RuntimeError(f"{len(docs) - written} of {len(docs)} documents were never finished "
+                           "by a forward; their rows would be left unwritten")
+    return forward_seconds
 
 
 def _row_index(starts: Sequence[int], counts: Sequence[int]) -> torch.Tensor:

@@ -89,11 +89,12 @@ class _HashingSink:
         self.bytes = 0
         self.closed = False
 
-    def write(self, data) -> int:
+    def write(self, data) -> int:  # bytes or a pa.Buffer, from pyarrow
         self._stream.write(data)
         self._digest.update(data)
-        self.bytes += len(data)
-        return len(data)
+        size = memoryview(data).nbytes
+        self.bytes += size
+        return size
 
     def tell(self) -> int:
         return self.bytes

@@ -94,9 +94,9 @@ def test_lanes_over_weight_sharing_replicas_give_the_rows_of_one_model(minilm_pa
               for p, n in replicas[0].hidden_sizes.items()}
     first = np.cumsum(counts) - counts
     for k, g in enumerate(groups):  # the lanes, one after the other
-        _, written, _ = unit_activations(replicas[k], [docs[i] for i in g], batch_tokens=24,
-                                         aggregation="mean", out=(merged, first[g]))
-        assert written is merged
+        seconds = forward.write_unit_rows(replicas[k], [docs[i] for i in g], (merged, first[g]),
+                                          batch_tokens=24, aggregation="mean")
+        assert seconds > 0
     for p in replicas[0].split_points:
         assert merged[p].shape == whole[p].shape
         torch.testing.assert_close(merged[p], whole[p], rtol=0, atol=1e-5)
@@ -109,3 +109,40 @@ def test_a_model_nnsight_wrapped_or_dispatched_is_not_copied(minilm_path):
     assert not can_share_weights(wrapped)
     with pytest.raises(ValueError, match="copy it before wrapping"):
         shared_weight_copy(wrapped)
+
+
+def test_a_document_that_never_finishes_is_an_error_not_garbage_rows(model_and_docs, monkeypatch):
+    """Rows are written into uninitialised tensors: a document the forwards never finished
+    must fail the shard rather than leave its rows as whatever memory held."""
+    model, docs = model_and_docs
+    real = forward._finished_documents
+
+    def drop_first(*args, **kwargs):
+        for finished in real(*args, **kwargs):
+            yield [(d, a) for d, a in finished if d != 0]
+
+    monkeypatch.setattr(forward, "_finished_documents", drop_first)
+    with pytest.raises(RuntimeError, match="1 of 5 documents were never finished"):
+        unit_activations(model, docs, batch_tokens=24, aggregation="mean")
+
+
+def test_rows_stay_float32_on_cpu_whatever_torch_defaults_to(model_and_docs):
+    model, docs = model_and_docs
+    expected = unit_activations(model, docs, batch_tokens=24, aggregation="mean")[1]
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        _, acts, _ = unit_activations(model, docs, batch_tokens=24, aggregation="mean")
+    finally:
+        torch.set_default_dtype(previous)
+    for p, x in acts.items():
+        assert x.dtype == torch.float32 and x.device.type == "cpu"
+        torch.testing.assert_close(x, expected[p], rtol=0, atol=0)
+
+
+def test_no_documents_give_empty_rows(model_and_docs):
+    model, _ = model_and_docs
+    columns, acts, seconds = unit_activations(model, [], batch_tokens=24, aggregation="mean")
+    assert columns["doc_id"] == [] and seconds == 0
+    assert {p: tuple(x.shape) for p, x in acts.items()} == {p: (0, d) for p, d in
+                                                            model.hidden_sizes.items()}
