@@ -1,4 +1,5 @@
-"""The floor under any end-to-end extraction on Ray here: Ray's start, one model load, the writes.
+"""An estimate of the least an end-to-end extraction on Ray takes here: Ray's start, one model
+load, the forward, the writes.
 
 Why: the README's speed-up target (end to end at least 1.5x interpreto's in-memory call) counts
 Ray's start-up, the actor's model load and the store's writes on raypipe's side only. Two pieces
@@ -10,11 +11,13 @@ are measured on their own, as work no Ray-based extractor that writes its rows c
   raypipe's layout keeps them (a fixed-size binary column, uncompressed Parquet) plus the
   sha256 of the file, written with pyarrow and hashlib alone.
 
-floor = bare Ray job + the plain loop's forward + the write. It is a lower bound on these
-2 cores: the forward already keeps both cores busy, so overlapping the pieces cannot shorten
-their sum by much; raypipe's own fixed costs (the driver's split-point check, Ray Data's
-start, tokenization, nnsight's import) come on top. interpreto / floor is then the most
-the target ratio could reach on this machine.
+floor = bare Ray job + the plain loop's forward + the write: an estimate, not a proof. The
+pieces are timed apart (one round each, on a machine whose lines move 10-20% between runs),
+and a design could overlap some of the write with the forward (raypipe does); but the forward
+already keeps both cores busy, so overlapping cannot shorten the sum by much, and raypipe's own
+fixed costs (the driver's split-point check, Ray Data's start, tokenization, nnsight's import)
+come on top. interpreto / floor then estimates the most the target ratio could reach on this
+machine.
 """
 from __future__ import annotations
 
@@ -22,7 +25,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,7 +39,11 @@ def measure_bare_ray_job(model_dir: str, threads: int, tmp: Path, env: dict,
     cmd = [sys.executable, str(HERE / "bare_ray_job.py"), "--model", model_dir,
            "--threads", str(threads), "--auto-class", auto_class]
     t0 = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=str(tmp))
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env,
+                              cwd=str(tmp))
+    except subprocess.TimeoutExpired:
+        raise RuntimeError("bare Ray job timed out after 600 s (more --threads than cores?)") from None
     seconds = time.perf_counter() - t0
     if done.returncode != 0:
         tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
@@ -74,9 +80,3 @@ def ray_env(tmp: Path) -> dict:
                RAY_TMPDIR=str(tmp))
     env.pop("RAY_ADDRESS", None)
     return env
-
-
-if __name__ == "__main__":  # a quick look: python scripts/bench/ray_floor.py MODEL_DIR
-    with tempfile.TemporaryDirectory(prefix="rpfloor-") as name:
-        print(f"bare Ray job {measure_bare_ray_job(sys.argv[1], os.cpu_count() or 1, Path(name), ray_env(Path(name))):.2f} s")
-        print(f"write of 292,115 x 384 float32 rows {measure_write(292_115, 384, Path(name)):.2f} s")

@@ -91,7 +91,7 @@ def compute_ratios(lines: dict[str, Line]) -> list[Ratio]:
               "at split 1 (both whole processes)"),
         Ratio("ceiling: interpreto / floor, split 1", _div(interp, _seconds(lines, "ray_floor_block1")),
               None, "interpreto get_activations seconds / (bare Ray job + plain loop after block 1 "
-              "+ write): the most the 1.5 target ratio could reach here"),
+              "+ write): an estimate of the most the 1.5 target ratio could reach here"),
     ]
 
 
