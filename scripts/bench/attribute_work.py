@@ -79,7 +79,8 @@ def perturbed_sequences(corpus_path: str, model_dir: str, method: str, n_samples
                          time.perf_counter() - t0)
 
 
-def _pad(work: PerturbedWork, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _pad(work: PerturbedWork, rows: list[int], device: torch.device
+         ) -> tuple[torch.Tensor, torch.Tensor]:
     longest = max(len(work.ids[i]) for i in rows)
     input_ids = torch.full((len(rows), longest), work.pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), longest), dtype=torch.long)
@@ -87,16 +88,18 @@ def _pad(work: PerturbedWork, rows: list[int]) -> tuple[torch.Tensor, torch.Tens
         n = len(work.ids[i])
         input_ids[r, :n] = torch.from_numpy(np.asarray(work.ids[i], dtype=np.int64))
         mask[r, :n] = torch.from_numpy(np.asarray(work.attention[i], dtype=np.int64))
-    return input_ids, mask
+    return input_ids.to(device), mask.to(device)
 
 
 def forward_loop(model, work: PerturbedWork, batches: list[list[int]]) -> float:
-    """Seconds to pad and forward every batch, keeping the logits as a user would."""
+    """Seconds to pad and forward every batch on the model's device, keeping the logits on the
+    host as a user would (which also waits for a GPU to finish each batch)."""
+    device = next(model.parameters()).device
     t0 = time.perf_counter()
     with torch.inference_mode():
         for rows in batches:
-            input_ids, mask = _pad(work, rows)
-            model(input_ids=input_ids, attention_mask=mask).logits.numpy()
+            input_ids, mask = _pad(work, rows, device)
+            model(input_ids=input_ids, attention_mask=mask).logits.cpu().numpy()
     return time.perf_counter() - t0
 
 

@@ -17,25 +17,29 @@ def main() -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--auto-class", default="AutoModel", help="transformers class that loads it")
+    p.add_argument("--device", default="cpu", help="cpu, or cuda: the actor takes one GPU")
     args = p.parse_args()
 
     import ray
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=logging.WARNING)
 
-    @ray.remote(num_cpus=args.threads)
+    gpus = 1 if args.device == "cuda" else 0
+
+    @ray.remote(num_cpus=args.threads, num_gpus=gpus)
     class LoadedModel:
-        def __init__(self, path: str, threads: int, auto_class: str) -> None:
+        def __init__(self, path: str, threads: int, auto_class: str, device: str) -> None:
             import torch
             import transformers
 
             torch.set_num_threads(threads)
-            self.model = getattr(transformers, auto_class).from_pretrained(path).eval()
+            model = getattr(transformers, auto_class).from_pretrained(path).eval()
+            self.model = model.to(device)
 
         def ready(self) -> bool:
             return True
 
-    actor = LoadedModel.remote(args.model, args.threads, args.auto_class)
+    actor = LoadedModel.remote(args.model, args.threads, args.auto_class, args.device)
     assert ray.get(actor.ready.remote())
     ray.shutdown()
     os._exit(0)  # as raypipe's console script: no interpreter teardown once Ray has stopped

@@ -30,6 +30,7 @@ def main() -> None:
     p.add_argument("--n-samples", type=int, default=64, help="KernelShap n_perturbations")
     p.add_argument("--batch-size", type=int, default=None, help="default: interpreto's own")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--device", default="cpu", help="cpu or cuda: the explainer's device")
     args = p.parse_args()
 
     import interpreto
@@ -43,11 +44,11 @@ def main() -> None:
 
     t0 = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForSequenceClassification.from_pretrained(args.model).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(args.model).eval().to(args.device)
     cls = getattr(interpreto, EXPLAINERS[args.method])
     params = inspect.signature(cls.__init__).parameters
     default_batch = params["batch_size"].default
-    kwargs = {"granularity": interpreto.Granularity.WORD}
+    kwargs = {"granularity": interpreto.Granularity.WORD, "device": torch.device(args.device)}
     if args.batch_size is not None:
         kwargs["batch_size"] = args.batch_size
     if args.method == "kernel_shap":
@@ -78,7 +79,7 @@ def main() -> None:
         "batch_size": args.batch_size if args.batch_size is not None else default_batch,
         "default_batch_size": default_batch,
         "n_perturbations": args.n_samples if args.method == "kernel_shap" else None,
-        "threads": torch.get_num_threads()}))
+        "threads": torch.get_num_threads(), "device": args.device}))
 
 
 if __name__ == "__main__":

@@ -34,10 +34,10 @@ HERE = Path(__file__).resolve().parent
 
 
 def measure_bare_ray_job(model_dir: str, threads: int, tmp: Path, env: dict,
-                         auto_class: str = "AutoModel") -> float:
+                         auto_class: str = "AutoModel", device: str = "cpu") -> float:
     """Wall seconds of ``bare_ray_job.py`` as a fresh process (a RuntimeError if it fails)."""
     cmd = [sys.executable, str(HERE / "bare_ray_job.py"), "--model", model_dir,
-           "--threads", str(threads), "--auto-class", auto_class]
+           "--threads", str(threads), "--auto-class", auto_class, "--device", device]
     t0 = time.perf_counter()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env,
