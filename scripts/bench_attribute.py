@@ -70,6 +70,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from bench.corpus import write_corpus  # noqa: E402
+from bench.ray_floor import best_bare_ray_job  # noqa: E402
 
 DATA = Path("/work/shared/data/rt-polarity")
 FILES = ("rt-polarity.pos", "rt-polarity.neg")
@@ -454,24 +455,6 @@ def header(env: dict) -> str:
 
 
 # -- main ----------------------------------------------------------------------------------------
-def measure_floor(args, model_dir: str, tmp: Path) -> float | None:
-    """The best of ``--repeat`` bare Ray jobs (start, load the classifier in one actor, stop), s."""
-    from bench.ray_floor import measure_bare_ray_job, ray_env
-
-    best = None
-    for i in range(args.repeat):
-        try:
-            seconds = measure_bare_ray_job(model_dir, args.threads, tmp, ray_env(tmp),
-                                           auto_class="AutoModelForSequenceClassification",
-                                           device=args.device)
-        except RuntimeError as err:
-            log(f"bare Ray job, round {i + 1}/{args.repeat}: {err}")
-            continue
-        best = seconds if best is None else min(best, seconds)
-        log(f"bare Ray job, round {i + 1}/{args.repeat}: {seconds:.1f} s (load average {load_now()})")
-    return best
-
-
 def interpreto_ready(args) -> str | None:
     """None when interpreto can run, else why it is skipped."""
     if args.skip_interpreto:
@@ -505,7 +488,9 @@ def main(argv: list[str] | None = None) -> int:
         corpus = write_corpus(sentences, tmp / "rt-polarity.txt")
         log(f"{len(sentences)} sentences -> {corpus}; classifier -> {model_dir}")
         model, prepared, batching = prepare_plain(args, model_dir, corpus)
-        bare_ray = None if args.skip_floor else measure_floor(args, model_dir, tmp)
+        bare_ray = None if args.skip_floor else best_bare_ray_job(
+            model_dir, args.threads, tmp, args.repeat, log,
+            auto_class="AutoModelForSequenceClassification", device=args.device)
         sides = ["plain", "raypipe"] + ([] if interp_problem else ["interpreto"])
         for i in range(args.repeat):
             order = sides if i % 2 == 0 else sides[::-1]

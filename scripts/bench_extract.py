@@ -181,22 +181,17 @@ def measure_raypipe(args: argparse.Namespace, model_dir: str, corpus: Path, tmp:
 def measure_floor(args: argparse.Namespace, model_dir: str, tmp: Path, tokens: int,
                   plain: dict, plain_block1: float) -> tuple[list[Line], dict]:
     """Line 6: bare Ray job + plain loop after block 1 + the write of the split-1 token rows."""
-    from bench.ray_floor import measure_bare_ray_job, measure_write, ray_env
+    from bench.ray_floor import best_bare_ray_job, measure_write
 
-    bare, write = float("inf"), float("inf")
-    for i in range(args.repeat):
-        try:
-            bare = min(bare, measure_bare_ray_job(model_dir, args.threads, tmp, ray_env(tmp)))
-        except RuntimeError as err:
-            log(f"floor, round {i + 1}/{args.repeat}: {err}")
-            continue
-        write = min(write, measure_write(plain["token_rows"], plain["hidden_size"], tmp))
-        log(f"floor, round {i + 1}/{args.repeat}: bare Ray job (start, one model load, stop) "
-            f"{bare:.2f} s, writing {plain['token_rows']:,} float32 rows of "
-            f"{plain['hidden_size']} {write:.2f} s (best so far)")
-    if bare == float("inf"):
+    bare = best_bare_ray_job(model_dir, args.threads, tmp, args.repeat, log)
+    if bare is None:
         log("floor skipped: no bare Ray job finished")
         return [], {"failed": "no bare Ray job finished"}
+    write = min(measure_write(plain["token_rows"], plain["hidden_size"], tmp)
+                for _ in range(args.repeat))
+    log(f"floor: bare Ray job (start, one model load, stop) {bare:.2f} s, writing "
+        f"{plain['token_rows']:,} float32 rows of {plain['hidden_size']} {write:.2f} s (best of "
+        f"{args.repeat})")
     info = {"bare_ray_job_seconds": bare, "write_seconds": write, "plain_block1_seconds": plain_block1}
     return [Line("ray_floor_block1", "floor: Ray+load, plain block 1, write",
                  bare + plain_block1 + write, tokens, load_avg=load_now())], info
