@@ -14,7 +14,9 @@ import torch
 
 from raypipe.batching import TokenizedDoc, pad_batch, plan_micro_batches
 from raypipe.batching.token_budget import unpad
-from raypipe.granularity import Aggregation, aggregate, concatenate_units
+from raypipe.granularity import Aggregation, Units, aggregate, concatenate_units
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 UNIT_COLUMNS = ("doc_id", "unit", "text", "char_start", "char_end")
 
@@ -27,33 +29,62 @@ def pad_token_id(tokenizer) -> int:
     return 0
 
 
+def _forward_batches(model, docs: Sequence[TokenizedDoc], *, batch_tokens: int,
+                     padding_side: str = "right"
+                     ) -> Iterator[tuple[list[tuple[int, int, int]], dict[str, torch.Tensor], int]]:
+    """Per sorted token-budget micro-batch of ``docs``' windows: ``(rows, out, longest)`` with
+    ``rows[r] = (index in docs, window, length)`` of padded row r and ``out = {split: (b,
+    longest, d)}`` as the model returned it (its device and dtype)."""
+    seqs = [(d, w) for d, doc in enumerate(docs) for w in range(len(doc.windows))]
+    lengths = [len(docs[d].windows[w]) for d, w in seqs]
+    pad_id = pad_token_id(model.tokenizer)
+    for batch in plan_micro_batches(lengths, batch_tokens):
+        ids, mask = pad_batch([docs[seqs[i][0]].windows[seqs[i][1]] for i in batch], pad_id,
+                              padding_side)
+        out = model.forward_activations(ids.to(model.input_device), mask.to(model.input_device))
+        yield [(*seqs[i], lengths[i]) for i in batch], out, ids.shape[1]
+
+
+class _Windows:
+    """The windows of documents cut into several, kept on the host (float32) until a document's
+    last window has run; then its tokens are concatenated in window order."""
+
+    def __init__(self, docs: Sequence[TokenizedDoc]) -> None:
+        self.count = [len(doc.windows) for doc in docs]
+        self.left = list(self.count)
+        self.pieces: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+
+    def add(self, d: int, w: int, acts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+        """Keep window ``w`` of document ``d``; returns the whole document once all ran."""
+        self.pieces[(d, w)] = acts
+        self.left[d] -= 1
+        if self.left[d]:
+            return None
+        windows = [self.pieces.pop((d, k)) for k in range(self.count[d])]
+        return {p: torch.cat([x[p] for x in windows]) for p in acts}
+
+
+def _host_window(t: torch.Tensor, row: int, length: int, longest: int, side: str) -> torch.Tensor:
+    """Row ``row``'s real positions, float32 on the host (copied in the model dtype, widened
+    there: half the transfer of a bf16 model)."""
+    return unpad(t[row], length, longest, side).to("cpu").to(torch.float32)
+
+
 def _finished_documents(model, docs: Sequence[TokenizedDoc], *, batch_tokens: int,
                         padding_side: str = "right"
                         ) -> Iterator[list[tuple[int, dict[str, torch.Tensor]]]]:
     """After each micro-batch, the documents whose last window it ran: ``[(index in docs,
     {split: (t, d)} float32 on CPU over all its windows' tokens)]``. Windows of unfinished
     documents are the only token activations kept between batches."""
-    seqs = [(d, w) for d, doc in enumerate(docs) for w in range(len(doc.windows))]
-    lengths = [len(docs[d].windows[w]) for d, w in seqs]
-    left = [len(doc.windows) for doc in docs]
-    pieces: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
-    pad_id = pad_token_id(model.tokenizer)
-    for batch in plan_micro_batches(lengths, batch_tokens):
-        ids, mask = pad_batch([docs[seqs[i][0]].windows[seqs[i][1]] for i in batch], pad_id,
-                              padding_side)
-        out = model.forward_activations(ids.to(model.input_device), mask.to(model.input_device))
-        # copied in the model dtype, widened on the host: half the transfer of a bf16 model
-        out = {p: t.to("cpu").to(torch.float32) for p, t in out.items()}
-        longest = ids.shape[1]
+    windows = _Windows(docs)
+    for rows, out, longest in _forward_batches(model, docs, batch_tokens=batch_tokens,
+                                               padding_side=padding_side):
         finished = []
-        for row, i in enumerate(batch):
-            pieces[seqs[i]] = {p: unpad(t[row], lengths[i], longest, padding_side)
-                               for p, t in out.items()}
-            d = seqs[i][0]
-            left[d] -= 1
-            if left[d] == 0:
-                windows = [pieces.pop((d, w)) for w in range(len(docs[d].windows))]
-                finished.append((d, {p: torch.cat([w[p] for w in windows]) for p in out}))
+        for row, (d, w, n) in enumerate(rows):
+            whole = windows.add(d, w, {p: _host_window(t, row, n, longest, padding_side)
+                                       for p, t in out.items()})
+            if whole is not None:
+                finished.append((d, whole))
         yield finished
 
 
@@ -102,11 +133,19 @@ def write_unit_rows(model, docs: Sequence[TokenizedDoc],
     """Run ``docs`` and write each one's unit rows into ``out`` = ``({split: (rows, d)}
     float32 tensors, first row of each of docs)``; returns the seconds spent in forwards.
 
-    The documents a micro-batch finishes are reduced to their units right away (one
-    ``aggregate`` call for all of them) and copied to their rows, so host memory holds one
-    micro-batch of token activations, the windows of documents not finished yet, and the unit
-    rows, never every token of the shard: for an 8B model (d = 4096), 512 documents of 2k
-    tokens are 17 GB of float32 a split point, while their ``sample`` rows are 8 MB.
+    The documents a micro-batch finishes are reduced to their units right away and copied to
+    their rows, so host memory holds one micro-batch of token activations, the windows of
+    documents not finished yet, and the unit rows, never every token of the shard: for an 8B
+    model (d = 4096), 512 documents of 2k tokens are 17 GB of float32 a split point, while
+    their ``sample`` rows are 8 MB.
+
+    A document that fits one window (nearly all of them) is reduced straight from the padded
+    batch, where the model left it: one ``aggregate`` call for all such documents of the
+    batch, over the batch flattened to ``(b * longest, d)`` with their units offset to their
+    rows' real positions. On a GPU that reduction runs on the device and only the unit rows
+    cross to the host (a ``sample`` row instead of every token of the document, padding never);
+    on a CPU it saves the per-document copies. Documents cut into several windows wait on the
+    host (`_Windows`) and are reduced there when their last window has run.
 
     Forward lanes share one shard's tensors this way, each writing its documents' rows in
     place (disjoint rows), so the shard's rows are in document order with no merge copy
@@ -119,23 +158,61 @@ def write_unit_rows(model, docs: Sequence[TokenizedDoc],
     aggregation = Aggregation.parse(aggregation)
     hidden = model.hidden_sizes
     acts, first = out
+    windows = _Windows(docs)
     forward_seconds, t0 = 0.0, time.perf_counter()
     written = 0
-    for finished in _finished_documents(model, docs, batch_tokens=batch_tokens,
-                                        padding_side=padding_side):
+    for rows, batch_out, longest in _forward_batches(model, docs, batch_tokens=batch_tokens,
+                                                     padding_side=padding_side):
         forward_seconds += time.perf_counter() - t0
-        if finished:
-            done = [docs[d] for d, _ in finished]
-            reduced = _reduce(done, [a for _, a in finished], aggregation, hidden)
-            rows = _row_index([int(first[d]) for d, _ in finished], [len(doc.units) for doc in done])
-            for p in hidden:
-                acts[p].index_copy_(0, rows, reduced[p])
-            written += len(finished)
+        in_batch, offsets, windowed, windowed_acts = [], [], [], []
+        for row, (d, w, n) in enumerate(rows):
+            if windows.count[d] == 1:
+                in_batch.append(d)
+                offsets.append(row * longest + (0 if padding_side == "right" else longest - n))
+                continue
+            whole = windows.add(d, w, {p: _host_window(t, row, n, longest, padding_side)
+                                       for p, t in batch_out.items()})
+            if whole is not None:
+                windowed.append(d)
+                windowed_acts.append(whole)
+        if in_batch:
+            units = concatenate_units([docs[d].units for d in in_batch], offsets)
+            _place(acts, first, docs, in_batch, {
+                p: _unit_rows_of(t.reshape(-1, t.shape[-1]), units, aggregation)
+                for p, t in batch_out.items()})
+        if windowed:
+            _place(acts, first, docs, windowed,
+                   _reduce([docs[d] for d in windowed], windowed_acts, aggregation, hidden))
+        written += len(in_batch) + len(windowed)
         t0 = time.perf_counter()
     if written != len(docs):
         raise RuntimeError(f"{len(docs) - written} of {len(docs)} documents were never finished "
                            "by a forward; their rows would be left unwritten")
     return forward_seconds
+
+
+def _place(acts: dict[str, torch.Tensor], first: np.ndarray, docs: Sequence[TokenizedDoc],
+           done: Sequence[int], reduced: dict[str, torch.Tensor]) -> None:
+    """Copy the unit rows of documents ``done`` (concatenated in that order) to their rows."""
+    rows = _row_index([int(first[d]) for d in done], [len(docs[d].units) for d in done])
+    for p, x in reduced.items():
+        acts[p].index_copy_(0, rows, x)
+
+
+def _unit_rows_of(tokens: torch.Tensor, units: Units, aggregation: Aggregation) -> torch.Tensor:
+    """``aggregate`` of ``(t, d)`` token activations on their device, returned float32 on CPU.
+
+    The numbers are those of widening every token to float32 first: selections (token units,
+    max, min, signed max) are exact in float16/bfloat16, so they are taken in the model's dtype
+    and only the selected rows are widened (half the transfer); sums and means widen first.
+    On a GPU, sums and means use atomic adds whose order is not fixed: rows may differ from a
+    CPU run (or another GPU run) in the last bits.
+    """
+    selects = (aggregation in (Aggregation.MAX, Aggregation.MIN, Aggregation.SIGNED_MAX)
+               or bool((units.packed()[1] == 1).all()))
+    if tokens.dtype != torch.float32 and not (selects and tokens.dtype in _HALF_DTYPES):
+        tokens = tokens.to(torch.float32)
+    return aggregate(tokens, units, aggregation).to("cpu").to(torch.float32)
 
 
 def _row_index(starts: Sequence[int], counts: Sequence[int]) -> torch.Tensor:
@@ -180,4 +257,5 @@ def _reduce(docs: Sequence[TokenizedDoc], per_doc: Sequence[dict[str, torch.Tens
     units = concatenate_units([doc.units for doc in docs], offsets)
     if not len(units):
         return {p: torch.empty(0, d) for p, d in hidden_sizes.items()}
-    return {p: aggregate(torch.cat([d[p] for d in per_doc]), units, aggregation) for p in hidden_sizes}
+    return {p: _unit_rows_of(torch.cat([d[p] for d in per_doc]), units, aggregation)
+            for p in hidden_sizes}

@@ -38,18 +38,69 @@ def test_streamed_units_equal_the_whole_shard_reduced_at_once(model_and_docs, ag
         torch.testing.assert_close(s_acts[p], acts[p], rtol=0, atol=0)
 
 
+def _nan_rows(docs, hidden_sizes):
+    counts = np.array([len(d.units) for d in docs])
+    rows = {p: torch.full((int(counts.sum()), n), float("nan")) for p, n in hidden_sizes.items()}
+    return rows, np.cumsum(counts) - counts
+
+
 def test_documents_are_reduced_as_soon_as_their_last_window_ran(model_and_docs, monkeypatch):
+    """Rows are written batch by batch: before the last forward, the documents earlier
+    batches finished (one window or several) already have their rows."""
     model, docs = model_and_docs
-    reduced = []
-    real = forward._reduce
-    monkeypatch.setattr(forward, "_reduce", lambda d, *a: reduced.append(len(d)) or real(d, *a))
-    forwards = []
+    acts, first = _nan_rows(docs, model.hidden_sizes)
+    written_before = []
     real_forward = model.forward_activations
-    monkeypatch.setattr(model, "forward_activations",
-                        lambda ids, mask: forwards.append(len(reduced)) or real_forward(ids, mask))
-    unit_activations(model, docs, batch_tokens=24, aggregation="mean")
-    assert sum(reduced) == len(docs) and len(reduced) > 1
-    assert forwards[-1] > 0  # some documents were reduced before the last forward ran
+
+    def counting_forward(ids, mask):
+        rows = next(iter(acts.values()))
+        written_before.append(int((~rows.isnan().all(dim=1)).sum()))
+        return real_forward(ids, mask)
+
+    monkeypatch.setattr(model, "forward_activations", counting_forward)
+    forward.write_unit_rows(model, docs, (acts, first), batch_tokens=24, aggregation="mean")
+    assert len(written_before) > 2 and written_before[0] == 0
+    assert 0 < written_before[-1] < len(next(iter(acts.values())))
+    assert written_before == sorted(written_before)
+    assert not any(x.isnan().any() for x in acts.values())  # every row written in the end
+
+
+@pytest.mark.parametrize("granularity", ["token", "word", "sample"])
+def test_left_padding_reduces_the_real_positions(tiny_gpt2_path, granularity):
+    """A causal LM padded on the left: its documents' units are reduced from the right end of
+    their padded rows (the in-batch path) and equal the units of each document's own tokens
+    (unpadded one row at a time, then reduced) and those of right padding."""
+    model = SplitModel(tiny_gpt2_path, [0, -1], device_map="cpu")
+    documents = [Document(doc_id=i, text=t, position=i) for i, t in enumerate(TEXTS)]
+    docs, _ = tokenize_documents(documents, model.tokenizer, max_length=64, overflow="window",
+                                 granularity=granularity)
+    assert len({d.n_tokens for d in docs}) > 2  # rows of different lengths share batches
+    whole = document_activations(model, docs, batch_tokens=256, padding_side="left")
+    _, expected = unit_rows(docs, whole, "mean", model.hidden_sizes)
+    _, left, _ = unit_activations(model, docs, batch_tokens=256, aggregation="mean",
+                                  padding_side="left")
+    _, right, _ = unit_activations(model, docs, batch_tokens=256, aggregation="mean")
+    for p in model.split_points:
+        torch.testing.assert_close(left[p], expected[p], rtol=0, atol=0)
+        torch.testing.assert_close(left[p], right[p], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("granularity,aggregation", [("token", "mean"), ("word", "mean"),
+                                                     ("word", "signed_max"), ("sample", "sum")])
+def test_a_bfloat16_model_gives_the_rows_of_its_tokens_widened_first(minilm_path, granularity,
+                                                                      aggregation):
+    """Selections are taken in bfloat16 and sums in float32 on the model's side: the rows
+    equal reducing every token widened to float32 first (exactly)."""
+    model = SplitModel(minilm_path, [1], dtype="bfloat16", device_map="cpu")
+    documents = [Document(doc_id=i, text=t, position=i) for i, t in enumerate(TEXTS)]
+    docs, _ = tokenize_documents(documents, model.tokenizer, max_length=128, overflow="window",
+                                 granularity=granularity)
+    assert all(len(d.windows) == 1 for d in docs)  # all reduced from their padded batch
+    whole = document_activations(model, docs, batch_tokens=256)
+    assert whole[0]["encoder.layer.1"].dtype == torch.float32
+    _, expected = unit_rows(docs, whole, aggregation, model.hidden_sizes)
+    _, acts, _ = unit_activations(model, docs, batch_tokens=256, aggregation=aggregation)
+    torch.testing.assert_close(acts["encoder.layer.1"], expected["encoder.layer.1"], rtol=0, atol=0)
 
 
 def test_windows_equal_a_plain_forward_of_each_window(model_and_docs, minilm_path):
@@ -89,10 +140,7 @@ def test_lanes_over_weight_sharing_replicas_give_the_rows_of_one_model(minilm_pa
                                  overflow="window", granularity="word")
     _, whole, _ = unit_activations(replicas[0], docs, batch_tokens=24, aggregation="mean")
     groups = balanced_groups([sum(len(w) for w in d.windows) for d in docs], 3)
-    counts = np.array([len(d.units) for d in docs])
-    merged = {p: torch.full((int(counts.sum()), n), float("nan"))
-              for p, n in replicas[0].hidden_sizes.items()}
-    first = np.cumsum(counts) - counts
+    merged, first = _nan_rows(docs, replicas[0].hidden_sizes)
     for k, g in enumerate(groups):  # the lanes, one after the other
         seconds = forward.write_unit_rows(replicas[k], [docs[i] for i in g], (merged, first[g]),
                                           batch_tokens=24, aggregation="mean")
@@ -115,13 +163,14 @@ def test_a_document_that_never_finishes_is_an_error_not_garbage_rows(model_and_d
     """Rows are written into uninitialised tensors: a document the forwards never finished
     must fail the shard rather than leave its rows as whatever memory held."""
     model, docs = model_and_docs
-    real = forward._finished_documents
+    real = forward._forward_batches
 
     def drop_first(*args, **kwargs):
-        for finished in real(*args, **kwargs):
-            yield [(d, a) for d, a in finished if d != 0]
+        for rows, out, longest in real(*args, **kwargs):
+            keep = [r for r, (d, _, _) in enumerate(rows) if d != 0]
+            yield [rows[r] for r in keep], {p: t[keep] for p, t in out.items()}, longest
 
-    monkeypatch.setattr(forward, "_finished_documents", drop_first)
+    monkeypatch.setattr(forward, "_forward_batches", drop_first)
     with pytest.raises(RuntimeError, match="1 of 5 documents were never finished"):
         unit_activations(model, docs, batch_tokens=24, aggregation="mean")
 
