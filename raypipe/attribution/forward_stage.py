@@ -229,7 +229,10 @@ class ScoreShard:
 
     def _continuation(self, w) -> np.ndarray | None:
         """The explained continuation (given, else generated); None, and the document marked
-        skipped, when it is empty."""
+        skipped, when it is empty or the CPU stage already skipped it (its continuation column
+        gave nothing usable)."""
+        if "skipped" in w.results:
+            return None
         target_ids = w.target_ids
         if target_ids is None:
             target_ids = generate_target(self.model, self.tokenizer, torch.as_tensor(w.doc.windows[0]),

@@ -53,12 +53,21 @@ def prepare_shard(batch: dict[str, np.ndarray], *, corpus: CorpusSource,
         read = corpus.read_range(int(start), int(stop))
         docs, stats = tokenize_documents(read.documents, tokenizer, max_length=max_length,
                                          overflow="truncate", granularity=Granularity.parse(granularity))
-        continuations = {}
+        continuations, unusable = {}, {}
         if targets is not None:
-            continuations = {d.position: d.text for d in targets.read_range(int(start), int(stop)).documents}
+            read_targets = targets.read_range(int(start), int(stop))
+            continuations = {d.position: d.text for d in read_targets.documents}
+            unusable = dict(read_targets.problems)
         work = []
         for doc in docs:
             item = DocWork(doc)
+            if targets is not None and doc.position not in continuations:
+                # a missing or non-text continuation: the document is skipped and reported,
+                # never explained with a continuation the model generates instead
+                item.results = {"skipped": "no usable continuation: "
+                                + str(unusable.get(doc.position, "none read"))}
+                work.append(item)
+                continue
             if doc.position in continuations:
                 item.target_text = continuations[doc.position]
                 item.target_ids = np.asarray(encode_ids(tokenizer, item.target_text), dtype=np.int64)
@@ -70,8 +79,19 @@ def prepare_shard(batch: dict[str, np.ndarray], *, corpus: CorpusSource,
                                                             rows, baseline=base, tokenizer=tokenizer)
             work.append(item)
         counters = stats.as_dict() | {"decode_fallbacks": read.decode_fallbacks,
-                                      "unreadable": len(read.problems)}
+                                      "unreadable": len(read.problems),
+                                      "problems": _problems(read.problems, unusable, targets)}
         payloads.append(pickle.dumps({"shard_id": int(shard_id), "doc_start": int(start),
                                       "doc_end": int(stop), "work": work, "stats": counters},
                                      protocol=pickle.HIGHEST_PROTOCOL))
     return {"shard_id": np.asarray(batch["shard_id"]), "payload": np.asarray(payloads, dtype=object)}
+
+
+def _problems(corpus: list, continuations: dict, targets: CorpusSource | None, most: int = 100) -> list:
+    """``(position, message)`` of rows the corpus or its continuation column could not give,
+    at most ``most`` (the counts are in the stats)."""
+    column = getattr(targets, "text_column", "target")
+    out = [(int(p), str(m)) for p, m in corpus[:most]]
+    out += [(int(p), f"continuation column {column!r}: {m}")
+            for p, m in sorted(continuations.items())[: max(0, most - len(out))]]
+    return out

@@ -34,7 +34,9 @@ class AttributeResult(ModelStageTimes):
     mask_rows: int = 0     # sequences the methods asked for (original included), before dedup
     truncated: int = 0
     skipped_empty: int = 0
-    skipped_continuations: int = 0  # generation: documents whose target continuation is empty
+    skipped_continuations: int = 0  # generation: documents without a usable continuation
+    unreadable: int = 0  # corpus rows that could not be read (bad JSON, a non-text cell, ...)
+    problems: list = field(default_factory=list)  # (position, message), the first 100
     decode_fallbacks: int = 0
     shards_written: int = 0
     shards_skipped: int = 0
@@ -61,6 +63,8 @@ class AttributeResult(ModelStageTimes):
         self.skipped_empty += int(stats.get("skipped_empty", 0))
         self.skipped_continuations += int(stats.get("skipped_continuations", 0))
         self.decode_fallbacks += int(stats.get("decode_fallbacks", 0))
+        self.unreadable += int(stats.get("unreadable", 0))
+        self.problems.extend(stats.get("problems", [])[: max(0, 100 - len(self.problems))])
         if not resumed:
             self.stage.add(stats.get("model_seconds", 0.0), stats.get("busy_until"))
 

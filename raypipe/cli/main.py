@@ -299,7 +299,8 @@ def _attribute(args: argparse.Namespace) -> int:
     print(f"store          {r.store}\n"
           f"task           {r.kind}, method {config.method}, granularity {config.granularity}\n"
           f"documents      {r.documents:,}  (skipped empty: {r.skipped_empty}, "
-          + (f"empty continuation: {r.skipped_continuations}, " if r.kind == "generation" else "")
+          f"unreadable: {r.unreadable}, "
+          + (f"no usable continuation: {r.skipped_continuations}, " if r.kind == "generation" else "")
           + f"truncated: {r.truncated}, non-UTF-8 decoded: {r.decode_fallbacks})\n"
           f"rows           {r.rows:,} (document, target) rows\n"
           f"shards         {r.shards_written} written, {r.shards_skipped} already complete\n"
@@ -308,7 +309,8 @@ def _attribute(args: argparse.Namespace) -> int:
              if r.mask_rows > r.forward_rows else "") + "\n"
           f"throughput     {rate:,.0f} perturbed sequences/s in the model stage, "
           f"{r.wall_seconds:.1f} s end to end\n"
-          f"\nread it:       from raypipe import AttributionStore; "
+          + "".join(f"problem        row {p}: {m}\n" for p, m in r.problems[:5])
+          + f"\nread it:       from raypipe import AttributionStore; "
           f"AttributionStore({r.store!r}).table()")
     return 0
 

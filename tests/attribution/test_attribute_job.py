@@ -128,6 +128,34 @@ def test_generation_with_target_column_equals_plain_forward(ray_local, tiny_gpt2
         np.testing.assert_allclose(np.reshape(row["scores"], row["shape"]), expected, atol=1e-4)
 
 
+def test_rows_without_a_usable_continuation_are_skipped_and_reported(ray_local, tiny_gpt2_path,
+                                                                     tmp_path):
+    """A continuation column that is missing, not text or empty on some rows: those documents
+    are skipped and counted, never explained with a continuation the model generates; a
+    corpus line that is not JSON is counted as unreadable; both are in the problems."""
+    import json as _json
+
+    lines = [_json.dumps({"text": "the cat sat on", "answer": " the mat"}),
+             _json.dumps({"text": "one two three"}),                    # no answer field
+             _json.dumps({"text": "red green", "answer": [318, 257]}),  # not text
+             _json.dumps({"text": "up and", "answer": ""}),             # empty
+             "{not json",
+             _json.dumps({"text": "a b c", "answer": " d"})]
+    corpus = tmp_path / "prompts.jsonl"
+    corpus.write_text("\n".join(lines) + "\n")
+    config = AttributeConfig(model=tiny_gpt2_path, corpus=str(corpus), out=str(tmp_path / "gen"),
+                             progress=False, docs_per_shard=2, method="occlusion",
+                             granularity="token", target_column="answer", baseline="pad")
+    result = attribute(config)
+    rows = AttributionStore(str(tmp_path / "gen")).table().to_pylist()
+    assert [r["doc_id"] for r in rows] == [0, 5]
+    assert [r["target_label"] for r in rows] == [" the mat", " d"]
+    assert result.skipped_continuations == 3 and result.unreadable == 1
+    messages = dict(result.problems)
+    assert set(messages) == {1, 2, 4}
+    assert "'answer'" in messages[1] and "'answer'" in messages[2]
+
+
 def test_sobol_scores_each_distinct_perturbation_once_and_equals_brute_force(ray_local, classifier,
                                                                            tmp_path):
     """Repeated Sobol rows are scored once (fewer forwards), and the scores still equal the
