@@ -52,6 +52,8 @@ REDUCTIONS = ("sum", "l2", "abs_sum")
 KINDS = ("classification", "generation")
 #: Named baseline tokens (an int is a token id); "zero" is the all-zero embedding.
 BASELINE_TOKENS = ("pad", "mask", "unk", "zero")
+#: The methods that integrate from a baseline; the others never build one.
+BASELINE_METHODS = ("integrated_gradients", "gradient_shap")
 
 #: Noise of smooth_grad and gradient_shap, in units of the standard deviation of the entries of
 #: the model's embedding table: the noise vector's norm is then ~10% of a typical token
@@ -138,7 +140,9 @@ def gradient_attributions(
         n = ids.shape[0]
         with torch.no_grad():
             embeds = model.get_input_embeddings()(ids).detach().clone()  # (n, l, d)
-        base = _baseline_embeddings(model, ids, mask, embeds, baseline, tokenizer)  # (n, l, d)
+        # only the path methods read a baseline: saliency must not fail for want of a pad token
+        base = (_baseline_embeddings(model, ids, mask, embeds, baseline, tokenizer)  # (n, l, d)
+                if method in BASELINE_METHODS else None)
         noise = noise_stdev(model)
 
         if kind == "classification":
@@ -204,7 +208,7 @@ def _run_method(
     method: str,
     forward: Callable[..., torch.Tensor],
     embeds: torch.Tensor,
-    base: torch.Tensor,
+    base: torch.Tensor | None,
     extra_args: tuple[torch.Tensor, ...],
     target: torch.Tensor | int,
     n_samples: int,

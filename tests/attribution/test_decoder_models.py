@@ -1,7 +1,8 @@
 """Decoder models with a GPT-2-style tokenizer: no special tokens added, no pad, no mask token.
 
-The other attribution tests use the MiniLM tokenizer, which wraps every input in [CLS] ... [SEP]
-and has a mask token, so they never meet the two cases checked here:
+The classifier of the other attribution tests uses the MiniLM tokenizer, which wraps every input
+in [CLS] ... [SEP] and has a mask token (their causal LMs have GPT-2- and Llama-style tokenizers,
+tests/models/tiny_models.py), so they never meet the two cases checked here:
 - a decoder classifier (``GPT2ForSequenceClassification``, no ``pad_token_id`` in its config)
   scores the last token of each row; in a padded batch the model must still read each row's
   own last token, for perturbations (ids) and gradients (embeddings) alike;

@@ -15,7 +15,7 @@ from raypipe.attribution.scoring import classification_scores, generation_scores
 
 TEXTS = ["the cat sat on the mat", "a dog runs"]
 PROMPTS = ["the cat sat on", "once upon"]
-CONTINUATION = torch.tensor([2003, 1037, 2204])  # (T,)
+CONTINUATION = torch.tensor([100, 101, 102])  # (T,) ids every tiny vocabulary has
 
 
 def _manual_class_gradient(model, ids, mask, target: int) -> torch.Tensor:

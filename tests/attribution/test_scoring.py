@@ -76,7 +76,7 @@ def test_generation_scores_with_padding_equal_unpadded_rows(request, encode, lm,
     model, tokenizer = request.getfixturevalue(lm)
     batch = encode(tokenizer, PROMPTS, padding_side)
     assert (batch["attention_mask"] == 0).any(), "the test needs padded rows"
-    target = torch.tensor([2003, 1037, 2204, 2154])  # (T,)
+    target = torch.tensor([203, 137, 204, 154])  # (T,)
     for mode in MODES:
         scores = generation_scores(model, batch["input_ids"], batch["attention_mask"], target, mode)
         assert scores.shape == (3, 4)
@@ -89,7 +89,7 @@ def test_generation_scores_with_padding_equal_unpadded_rows(request, encode, lm,
 def test_generation_scores_take_one_continuation_per_row(gpt2_lm, encode):
     model, tokenizer = gpt2_lm
     batch = encode(tokenizer, PROMPTS)
-    targets = torch.tensor([[2003, 1037], [2204, 2154], [1996, 2003]])  # (n, T)
+    targets = torch.tensor([[203, 137], [204, 154], [196, 203]])  # (n, T)
     scores = generation_scores(model, batch["input_ids"], batch["attention_mask"], targets)
     for i in range(3):
         real = batch["input_ids"][i][batch["attention_mask"][i].bool()]
@@ -143,7 +143,7 @@ class _NoLogitsToKeep(torch.nn.Module):
 def test_generation_scores_without_logits_to_keep(gpt2_lm, encode):
     model, tokenizer = gpt2_lm
     batch = encode(tokenizer, PROMPTS)
-    target = torch.tensor([2003, 1037])
+    target = torch.tensor([203, 137])
     sliced = generation_scores(model, batch["input_ids"], batch["attention_mask"], target)
     full = generation_scores(_NoLogitsToKeep(model), batch["input_ids"], batch["attention_mask"], target)
     torch.testing.assert_close(full, sliced, rtol=1e-5, atol=1e-6)

@@ -53,3 +53,52 @@ def group_mean(acts: np.ndarray, groups: list[list[int]], how: str = "mean") -> 
         else:
             raise ValueError(how)
     return np.stack(rows)
+
+
+def visible(text: str, start: int, end: int) -> str:
+    """A unit's text: its span without the whitespace at either end (byte-level and Metaspace
+    tokens carry the space before them), unless it is only whitespace."""
+    piece = text[start:end]
+    return piece if piece.isspace() else piece.strip()
+
+
+def solid_start(text: str, start: int, end: int) -> int:
+    """Where a token's first non-whitespace character is (its start if it is all whitespace)."""
+    piece = text[start:end]
+    return start if piece.isspace() else start + len(piece) - len(piece.lstrip())
+
+
+def anchor(text: str, start: int, end: int, spans: list[tuple[int, int]]) -> int:
+    """The character that places a token in one of ``spans`` (words or sentences, in order):
+    its first non-whitespace one; a token that is only whitespace stays in the span it starts
+    in, else goes with the span after it (the last one at the end of the text)."""
+    piece = text[start:end]
+    if piece and not piece.isspace():
+        return solid_start(text, start, end)
+    if any(s <= start < e for s, e in spans):
+        return start
+    return next((s for s, _ in spans if s >= start), spans[-1][0])
+
+
+def word_groups(tokenizer, text: str, enc) -> list[list[int]]:
+    """The token positions of each word: the tokenizer's word ids where they tell words apart
+    ("a b" gives two), else words read from the text (maximal runs of non-whitespace, a token
+    in the word of its first non-whitespace character, a token that is only whitespace in the
+    word after it)."""
+    special = enc["special_tokens_mask"]
+    if len({w for w in tokenizer("a b", add_special_tokens=False).word_ids() if w is not None}) > 1:
+        words: dict[int, list[int]] = {}
+        for i, w in enumerate(enc.word_ids()):
+            if w is not None and not special[i]:
+                words.setdefault(w, []).append(i)
+        return list(words.values())
+    import re
+
+    spans = [m.span() for m in re.finditer(r"\S+", text)]
+    groups: dict[int, list[int]] = {}
+    for i, (s, e) in enumerate(enc["offset_mapping"]):
+        if not special[i]:
+            at = anchor(text, s, e, spans)
+            word = next(k for k, (ws, we) in enumerate(spans) if ws <= at < we)
+            groups.setdefault(word, []).append(i)
+    return [groups[k] for k in sorted(groups)]

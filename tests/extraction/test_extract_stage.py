@@ -11,7 +11,8 @@ from raypipe.extraction.plan import plan_extraction
 from raypipe.extraction.tokenize_stage import tokenize_shard
 from raypipe.granularity import split_sentences
 from raypipe.store import decode_activations
-from tests.extraction.helpers import group_mean, hooked_outputs, load_plain
+from tests.extraction.helpers import (anchor, group_mean, hooked_outputs, load_plain, visible,
+                                      word_groups)
 
 TEXTS = [
     "The cat sat on the mat. It was happy!",
@@ -63,7 +64,7 @@ def test_token_rows_equal_plain_forward(model_fixture, granularity, request, tmp
             spans = np.asarray(enc["offset_mapping"])[keep]
             texts = table.column("text").to_pylist()
             got = [t for t, r in zip(texts, rows) if r]
-            assert got == [text[s:e] for s, e in spans]
+            assert got == [visible(text, s, e) for s, e in spans]
 
 
 @pytest.mark.parametrize("model_fixture,aggregation", [
@@ -85,17 +86,13 @@ def test_word_sentence_sample_equal_independent_grouping(model_fixture, aggregat
             special = np.asarray(enc["special_tokens_mask"], bool)
             positions = [i for i in range(len(special)) if not special[i]]
             if granularity == "word":
-                words: dict[int, list[int]] = {}
-                for i, w in enumerate(enc.word_ids()):
-                    if w is not None:
-                        words.setdefault(w, []).append(i)
-                groups = list(words.values())
+                groups = word_groups(tok, text, enc)
             elif granularity == "sentence":
                 spans = split_sentences(text)
                 offsets = enc["offset_mapping"]
                 groups = []
                 for s, e in spans:
-                    members = [i for i in positions if s <= offsets[i][0] < e]
+                    members = [i for i in positions if s <= anchor(text, *offsets[i], spans) < e]
                     if members:
                         groups.append(members)
             else:
