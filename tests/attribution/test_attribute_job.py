@@ -74,6 +74,41 @@ def test_same_scores_with_two_actors_and_other_budget(ray_local, classifier, tmp
     assert 0 < summary["model_seconds"] <= summary["actor_seconds"] + 1e-9
 
 
+def test_killed_actor_and_killed_driver_resume_to_the_uninterrupted_store(ray_local, classifier,
+                                                                         tmp_path, monkeypatch):
+    """Fault tolerance as for activations: an actor killed on a shard is restarted and the
+    shard redone; a job whose driver died after some shards (manifest listing 1 of 3, one
+    shard file half there) resumes with the same config. Both give the uninterrupted rows,
+    none twice."""
+    import json as _json
+
+    from raypipe.runtime import FAULT_ENV
+
+    options = dict(method="kernel_shap", n_samples=16, target="0,1")
+    reference = run(classifier, tmp_path / "ref", **options)
+    assert len(reference) == 10
+
+    marker = tmp_path / "killed-once"
+    monkeypatch.setenv(FAULT_ENV, f"{marker}:1")
+    killed = run(classifier, tmp_path / "killed", **options)
+    monkeypatch.delenv(FAULT_ENV)
+    assert marker.exists(), "the fault hook fired: an actor died on shard 1"
+    assert killed == reference
+
+    out = tmp_path / "resumed"
+    run(classifier, out, **options)
+    manifest = _json.loads((out / "manifest.json").read_text())
+    dropped = manifest["shards"][1:]
+    manifest["shards"], manifest["status"] = manifest["shards"][:1], "running"
+    (out / "manifest.json").write_text(_json.dumps(manifest))
+    (out / dropped[0]["name"]).write_bytes(b"PAR1 half a shard")  # a write the driver never saw
+    config = AttributeConfig(model=classifier, corpus=TEXTS, out=str(out), progress=False,
+                             docs_per_shard=2, **options)
+    result = attribute(config)
+    assert result.shards_skipped == 1 and result.shards_written == 2
+    assert AttributionStore(str(out)).table().to_pylist() == reference
+
+
 def test_generation_rows_hold_the_target_by_unit_matrix(ray_local, tiny_gpt2_path, tmp_path):
     rows = run(tiny_gpt2_path, tmp_path / "gen", method="occlusion", granularity="token",
                max_new_tokens=3, baseline="remove")
