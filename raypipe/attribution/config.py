@@ -32,8 +32,10 @@ class AttributeConfig:
     max_new_tokens: int = _opt(8, "generation: tokens to generate when no target column is given")
     task: str = _opt("auto", "classification or generation (auto: from the model's architecture)")
     mode: str = _opt("logits", "score explained: logits, softmax, log_softmax")
-    n_samples: int = _opt(64, "perturbations per document (lime, kernel_shap, sobol) or samples/steps "
-                          "(integrated_gradients, smooth_grad, gradient_shap)")
+    n_samples: int = _opt(64, "perturbations per document: lime scores n + the original, "
+                          "kernel_shap n coalitions (all 2^g when that is fewer: exact), sobol "
+                          "n rounded up to a power of 2, times g + 2 rows for g units; or "
+                          "steps / samples of integrated_gradients, smooth_grad, gradient_shap")
     seed: int = _opt(0, "seed: the same config gives the same scores whatever the actors/batches")
     baseline: str = _opt("mask", "what replaces a removed unit: mask, pad, unk, remove (an "
                          "encoder: dropped from the attention mask; a causal model: its tokens "
@@ -111,6 +113,20 @@ class AttributeConfig:
             return [int(t) for t in self.target.split(",") if t.strip()]
         except ValueError as err:
             raise ConfigError(f"target={self.target!r}: use 'predicted', an index or 0,2") from err
+
+    def parameters(self) -> dict:
+        """What defines the scores besides the model and the text: stored on every row of the
+        store (``parameters``, JSON), so rows of several stores stay self-describing."""
+        keys = ["granularity", "mode", "seed", "baseline", "max_length", "target"]
+        if self.method in ("lime", "kernel_shap", "sobol", "integrated_gradients", "smooth_grad",
+                           "gradient_shap"):
+            keys.append("n_samples")
+        if self.target_column or self.task == "generation":
+            keys += ["target_column", "max_new_tokens"]
+        out = {k: getattr(self, k) for k in keys}
+        if self.is_gradient:
+            out.update(reduction=self.effective_reduction, aggregation=self.aggregation)
+        return out
 
     def to_dict(self) -> dict:
         import dataclasses

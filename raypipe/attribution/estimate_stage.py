@@ -12,8 +12,10 @@ from raypipe.store import build_attribution_table, write_shard
 from raypipe.store.attributions import ATTRIBUTION_KEYS
 
 
-def document_rows(work, method: str, id2label: dict | None = None) -> list[dict]:
-    """One row per (document, target): the units and their scores."""
+def document_rows(work, method: str, id2label: dict | None = None,
+                  parameters: str | None = None) -> list[dict]:
+    """One row per (document, target): the units and their scores; ``parameters``: the job's
+    score-defining options as JSON (`AttributeConfig.parameters`)."""
     doc, res = work.doc, work.results
     if "skipped" in res:
         return []
@@ -25,7 +27,7 @@ def document_rows(work, method: str, id2label: dict | None = None) -> list[dict]
         first = est.get("first_order")
         first = None if first is None else np.atleast_2d(first).astype(np.float32)
     units = dict(units=list(doc.units.text), char_start=doc.units.char_start.tolist(),
-                 char_end=doc.units.char_end.tolist(), method=method)
+                 char_end=doc.units.char_end.tolist(), method=method, parameters=parameters)
     if "target_ids" in res:  # generation: one row, the (T, g) matrix flattened
         return [dict(units, doc_id=doc.doc_id, target=0, target_label=res["target_text"],
                      scores=matrix.reshape(-1).tolist(), shape=list(matrix.shape),
@@ -43,11 +45,11 @@ def document_rows(work, method: str, id2label: dict | None = None) -> list[dict]
 
 
 def estimate_shard(batch: dict[str, np.ndarray], *, store_root: str, method: str,
-                   id2label: dict | None) -> dict[str, np.ndarray]:
+                   id2label: dict | None, parameters: str | None = None) -> dict[str, np.ndarray]:
     records = []
     for payload in batch["payload"]:
         shard = pickle.loads(payload)
-        rows = [r for w in shard["work"] for r in document_rows(w, method, id2label)]
+        rows = [r for w in shard["work"] for r in document_rows(w, method, id2label, parameters)]
         skipped = sum(1 for w in shard["work"] if "skipped" in w.results)
         table = build_attribution_table(rows)
         stats = dict(shard["stats"], rows=len(rows), skipped_continuations=skipped)

@@ -181,7 +181,8 @@ def _run(config, corpus, targets, max_length, id2label, tokenizer_spec, writer, 
                         **fault_hook_args())
     ds = ds.map_batches(estimate_shard, batch_size=1, num_cpus=0.5, concurrency=cpu_tasks,
                         fn_kwargs=dict(
-        store_root=config.out, method=config.method, id2label=id2label))
+        store_root=config.out, method=config.method, id2label=id2label,
+        parameters=json.dumps(config.parameters(), sort_keys=True)))
     total = sum(p["doc_end"] - p["doc_start"] for p in pending)
     with progress_bar(config.progress, total, f"attribute[{config.method}]") as bar:
         for row in ds.iter_rows():

@@ -9,7 +9,9 @@ and ``STORE/shards/shard-NNNNNN.parquet``. Columns:
 - ``scores`` ``list<float>``: one score per unit, or for generation the flattened
   (target tokens × units) matrix, with ``shape`` ``list<int32>`` = ``[T, g]`` (``[g]`` otherwise);
 - ``target_tokens`` ``list<string>`` (generation), ``first_order`` ``list<float>`` (sobol: the
-  first-order indices; ``scores`` holds the total order), ``method``, ``original_score``.
+  first-order indices; ``scores`` holds the total order), ``method``, ``original_score``;
+- ``parameters``: JSON of what defines the scores besides model and text (granularity, mode,
+  seed, baseline, n_samples, reduction, ...), the same on every row of a store.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ def attribution_schema(doc_id_type: pa.DataType = pa.int64()) -> pa.Schema:
         ("char_end", pa.list_(pa.int64())), ("scores", pa.list_(pa.float32())),
         ("shape", pa.list_(pa.int32())), ("target_tokens", pa.list_(pa.string())),
         ("first_order", pa.list_(pa.float32())), ("method", pa.string()),
-        ("original_score", pa.float32()),
+        ("original_score", pa.float32()), ("parameters", pa.string()),
     ], metadata={"raypipe.format": ATTRIBUTION_FORMAT})
 
 

@@ -36,6 +36,9 @@ def test_occlusion_equals_captum_feature_ablation(ray_local, classifier, tmp_pat
     model = AutoModelForSequenceClassification.from_pretrained(classifier).eval()
     tok = AutoTokenizer.from_pretrained(classifier)
     assert [r["doc_id"] for r in rows] == [0, 1, 3, 4, 5], "sorted, empty document skipped"
+    assert {r["parameters"] for r in rows} == {
+        '{"baseline": "mask", "granularity": "word", "max_length": null, "mode": "logits", '
+        '"seed": 0, "target": "predicted"}'}
     for row in rows:
         enc = tok(TEXTS[row["doc_id"]], return_tensors="pt")
         words = enc.word_ids()
@@ -87,6 +90,7 @@ def test_killed_actor_and_killed_driver_resume_to_the_uninterrupted_store(ray_lo
     options = dict(method="kernel_shap", n_samples=16, target="0,1")
     reference = run(classifier, tmp_path / "ref", **options)
     assert len(reference) == 10
+    assert _json.loads(reference[0]["parameters"])["n_samples"] == 16
 
     marker = tmp_path / "killed-once"
     monkeypatch.setenv(FAULT_ENV, f"{marker}:1")
