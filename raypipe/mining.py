@@ -66,11 +66,13 @@ def mine_concepts(config: MineConfig) -> dict:
     # The later stages' modules import torch: they load when their stage starts, so that the
     # extraction's Ray starts while its plan thread imports torch (see raypipe.granularity).
     from raypipe.concepts.fit_config import FitConfig
+    from raypipe.concepts.overcomplete_import import require_overcomplete
     from raypipe.config import ExtractConfig
     from raypipe.extraction import extract_activations
     from raypipe.interpretation.concept_gradient_job import concepts_fingerprint
     from raypipe.interpretation.interpret_config import InterpretConfig
 
+    require_overcomplete()  # stage 2 needs it: say so before stage 1 runs for minutes
     p = config.paths
     Path(config.out).mkdir(parents=True, exist_ok=True)
     log.info("stage 1/4: extract activations -> %s", p["activations"])

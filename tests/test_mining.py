@@ -113,3 +113,21 @@ def test_mine_config_errors_name_the_problem(tmp_path, capsys):
     assert "concept" in capsys.readouterr().err
     with pytest.raises(Exception, match="model"):
         MineConfig(corpus="c", out="o")
+
+
+def test_mine_without_overcomplete_stops_before_extracting_with_the_install_command(
+        tiny_bert_path, tmp_path, capsys, monkeypatch):
+    """A plain `pip install raypipe` lacks overcomplete (README, 'Installing overcomplete'):
+    the job says how to install it before its extraction runs, not minutes later in the
+    trainer actor."""
+    import importlib.util
+    import sys
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.delitem(sys.modules, "overcomplete", raising=False)
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "overcomplete" else real_find_spec(name, *a))
+    job, _ = _job(tmp_path, tiny_bert_path)
+    assert main(["mine", "--config", str(job)]) == 2
+    assert "pip install --no-deps overcomplete==0.3.0" in capsys.readouterr().err
+    assert not (tmp_path / "mine" / "activations").exists()

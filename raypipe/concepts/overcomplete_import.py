@@ -20,6 +20,20 @@ INSTALL_HINT = ("overcomplete is not installed: run `pip install --no-deps overc
                 "overcomplete')")
 
 
+def require_overcomplete() -> None:
+    """Fail before a concepts job starts (and before its extraction runs for minutes) when
+    overcomplete is missing: a plain ``pip install raypipe`` does not bring it (see README,
+    'Installing overcomplete'), and the trainer actor would only find out at its first import.
+
+    Raises:
+        ConfigError: overcomplete is not installed; the message gives the install command.
+    """
+    from raypipe.config import ConfigError
+
+    if "overcomplete" not in sys.modules and importlib.util.find_spec("overcomplete") is None:
+        raise ConfigError(INSTALL_HINT)
+
+
 def import_overcomplete(submodule: str) -> types.ModuleType:
     """``import_overcomplete("sae")`` → the ``overcomplete.sae`` module."""
     if "overcomplete" not in sys.modules:

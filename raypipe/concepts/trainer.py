@@ -224,11 +224,12 @@ def fit_concepts(config: FitConfig) -> dict:
     """Run the trainer as a Ray actor (restarted once if it dies; it resumes from its checkpoint)."""
     import ray
 
+    from raypipe.concepts.overcomplete_import import require_overcomplete
     from raypipe.runtime import fault_hook_args, init_ray
-
     from raypipe.store import ActivationStore
 
-    store = ActivationStore(config.store)  # fail fast, before Ray starts
+    require_overcomplete()  # fail fast, before Ray starts
+    store = ActivationStore(config.store)
     check_fit_inputs(effective_config(config, store), store, _split(store, config.split_point))
     init_ray(config.address, 1, config.num_cpus)
     actor_cls = ray.remote(num_gpus=config.num_gpus, num_cpus=config.num_cpus, max_restarts=2,
