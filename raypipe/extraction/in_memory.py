@@ -5,6 +5,7 @@ so a result here equals the rows a job writes for the same texts.
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ class UnitActivations:
 
     units: pa.Table                      # doc_id, unit, text, char_start, char_end
     activations: dict[str, torch.Tensor]  # split path -> (rows, d) float32
+    truncated: int = 0                    # texts cut at max_length (overflow="truncate")
 
 
 @dataclass
@@ -34,6 +36,7 @@ class PaddedActivations:
     activations: dict[str, torch.Tensor]  # split path -> (n, l, d) float32, zeros at padding
     input_ids: torch.Tensor                # (n, l)
     attention_mask: torch.Tensor           # (n, l), 0 at padding (and for empty texts)
+    truncated: int = 0                     # texts cut at max_length
 
 
 def get_activations(model, texts: Sequence[str], *, granularity: str = "token",
@@ -47,13 +50,22 @@ def get_activations(model, texts: Sequence[str], *, granularity: str = "token",
     unit_kind = Granularity.ALL_TOKENS if gran is Granularity.ALL else gran
     if gran is Granularity.ALL and overflow != "truncate":
         raise ValueError("granularity 'all' gives one padded row per text: use overflow='truncate'")
-    docs, _ = tokenize_documents(documents, model.tokenizer, max_length=max_length,
-                                 overflow=overflow, granularity=unit_kind)
+    docs, stats = tokenize_documents(documents, model.tokenizer, max_length=max_length,
+                                     overflow=overflow, granularity=unit_kind)
+    if stats.truncated:  # counted on the result too; never silent (as the job's summary)
+        warnings.warn(f"{stats.truncated} of {len(texts)} texts were longer than max_length="
+                      f"{max_length} tokens and were truncated; pass overflow='window' to keep "
+                      "every token (not with granularity 'all'), or a larger max_length",
+                      stacklevel=2)
     budget = resolve_batch_tokens(batch_tokens, model.input_device)
     if gran is Granularity.ALL:
-        return _padded(model, texts, docs, document_activations(model, docs, batch_tokens=budget))
-    columns, acts, _ = unit_activations(model, docs, batch_tokens=budget, aggregation=aggregation)
-    return UnitActivations(pa.table({k: columns[k] for k in UNIT_COLUMNS}), acts)
+        out = _padded(model, texts, docs, document_activations(model, docs, batch_tokens=budget))
+    else:
+        columns, acts, _ = unit_activations(model, docs, batch_tokens=budget,
+                                            aggregation=aggregation)
+        out = UnitActivations(pa.table({k: columns[k] for k in UNIT_COLUMNS}), acts)
+    out.truncated = stats.truncated
+    return out
 
 
 def _padded(model, texts, docs, per_doc) -> PaddedActivations:

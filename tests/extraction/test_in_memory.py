@@ -39,3 +39,16 @@ def test_word_rows_carry_text_and_spans(gpt2):
         assert all(text[r["char_start"]:r["char_end"]] == r["text"] for r in mine)
     for p, a in out.activations.items():
         assert a.shape == (len(rows), gpt2.hidden_sizes[p])
+
+
+@pytest.mark.parametrize("granularity", ["token", "all"])
+def test_truncation_is_counted_and_warned_never_silent(gpt2, granularity):
+    fits = len(gpt2.tokenizer(TEXTS[0])["input_ids"])  # the short text fits, the long one not
+    assert len(gpt2.tokenizer(TEXTS[1])["input_ids"]) > fits
+    with pytest.warns(UserWarning, match=rf"1 of 2 texts were longer than max_length={fits} "):
+        out = get_activations(gpt2, TEXTS, granularity=granularity, max_length=fits)
+    assert out.truncated == 1
+    windowed = get_activations(gpt2, TEXTS, granularity="token", max_length=fits,
+                               overflow="window")
+    assert windowed.truncated == 0
+    assert len(windowed.units) > (len(out.units) if granularity == "token" else 0)
