@@ -141,6 +141,37 @@ class ExtractConfig:
         return config_hash(self.to_dict(), corpus_fingerprint, resolved)
 
 
+#: Files of a model folder whose change changes the model's outputs (weights, configs,
+#: tokenizer files, remote code), as opposed to a README or a git folder.
+MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json", ".model", ".txt",
+                       ".tiktoken", ".py", ".msgpack", ".h5")
+
+
+def model_stamp(model: str) -> str | None:
+    """Which version of ``model`` a job reads, for store identity: a model that changes under
+    a store (retrained into the same folder, a new hub revision in the cache) must not be
+    resumed into it, or one store would mix two models' rows.
+
+    A local folder: a digest of the name, size and modification time of its model files (a
+    copy made without keeping times counts as another model, as for corpus files). A hub id:
+    the revision of its cached snapshot (None when it is not cached, e.g. on a cluster node).
+    """
+    if os.path.isdir(model):
+        entries = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns)
+                         for e in os.scandir(model)
+                         if e.is_file() and e.name.endswith(MODEL_FILE_SUFFIXES))
+        return "files:" + hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model, "config.json")
+    except Exception:  # an id the hub library rejects: the loader reports it
+        return None
+    if isinstance(cached, str):
+        return "revision:" + Path(cached).parent.name  # .../snapshots/<commit>/config.json
+    return None
+
+
 # Fields the corpus fingerprint describes better: it names the file by its absolute path (so
 # `corpus.txt`, `./corpus.txt` and its absolute path are one corpus) with its size, mtime,
 # split and columns.
@@ -162,6 +193,8 @@ def config_hash(config: dict, corpus_fingerprint: dict | None = None,
     model = fields.get("model")
     if isinstance(model, str) and model and os.path.isdir(model):
         fields["model"] = os.path.realpath(model)
+    if isinstance(model, str) and model:
+        fields["model_files"] = model_stamp(model)
     fields.update(resolved or {})
     payload = {"config": fields, "corpus": corpus_fingerprint or {}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -52,3 +52,23 @@ def test_yaml_exponent_is_read_as_a_float_for_float_fields(tmp_path):
     values = load_yaml(job)
     assert values["lr"] == "1e-3"
     assert config_from_dict(FitConfig, values).lr == 0.001
+
+
+def test_a_model_folder_that_changes_under_a_store_is_another_model(tmp_path):
+    """Weights retrained into the same folder must not resume into the old store (its rows
+    would mix two models); a README edit is no new model."""
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights v1")
+    (model / "config.json").write_text("{}")
+    config = ExtractConfig(model=str(model), corpus="c.txt", out="o")
+    before = config.config_hash()
+    (model / "README.md").write_text("notes")
+    assert config.config_hash() == before
+    (model / "model.safetensors").write_bytes(b"weights v2")
+    os.utime(model / "model.safetensors", ns=(1, 1))  # whatever the clock's resolution
+    assert config.config_hash() != before
+    attribute = AttributeConfig(model=str(model), corpus="c.txt", out="o")
+    again = attribute.config_hash()
+    (model / "config.json").write_text('{"num_labels": 3}')
+    assert attribute.config_hash() != again

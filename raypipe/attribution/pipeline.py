@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from raypipe import __version__
 from raypipe.attribution.config import AttributeConfig
 from raypipe.busy_time import ModelStageTimes, StageTime
-from raypipe.config import ConfigError
+from raypipe.config import ConfigError, model_stamp
 from raypipe.corpus import open_corpus
 from raypipe.extraction.plan import resolve_max_length
 from raypipe.runtime import (cpu_task_concurrency, fault_hook_args, init_ray,
@@ -119,7 +119,8 @@ def attribute(config: AttributeConfig) -> AttributeResult:
     kind, max_length, id2label, tokenizer_spec = plan_while_ray_starts(
         plan, config.address, config.actors, config.num_cpus)
     fingerprint = corpus.describe()
-    header = {"raypipe_version": __version__, "model": config.model, "task": kind,
+    header = {"raypipe_version": __version__, "model": config.model,
+              "model_files": model_stamp(config.model), "task": kind,
               "method": config.method, "granularity": config.granularity, "mode": config.mode,
               "n_samples": config.n_samples, "seed": config.seed, "baseline": config.baseline,
               "max_length": max_length, "documents": n_docs, "corpus": fingerprint,

@@ -70,6 +70,14 @@ def test_job_writes_every_unit_once(reference, minilm_path):
     assert store.to_numpy("encoder.layer.5").shape == (len(store), 384)
     assert store.manifest["hidden_sizes"] == {"encoder.layer.1": 384, "encoder.layer.5": 384}
     assert store.verify() == []
+    m = store.manifest  # what the issue asks the manifest to record
+    assert m["model"] == minilm_path and m["model_type"] == "bert"
+    assert m["model_files"].startswith("files:") and m["tokenizer"] == minilm_path
+    assert (m["granularity"], m["aggregation"], m["dtype"]) == ("token", "mean", "float32")
+    assert m["corpus"]["kind"] and m["documents"] == 30 and m["config"]["split_points"] == [1, -1]
+    assert m["raypipe_version"] and len(m["config_hash"]) == 16
+    assert sum(s["rows"] for s in m["shards"]) == len(store)
+    assert all(s["checksum"].startswith("sha256:") and len(s["checksum"]) == 71 for s in m["shards"])
 
 
 def test_two_actors_and_other_batch_budget_give_the_same_rows(reference, minilm_path, tmp_path):
