@@ -114,7 +114,9 @@ class ExtractConfig:
         gran = Granularity.parse(self.granularity)
         if gran is Granularity.ALL:
             raise ConfigError("granularity 'all' is the padded (n, l, d) tensor of the in-memory API "
-                              "(SplitModel); a store needs rows: use all_tokens or token")
+                              "(raypipe.get_activations(model, texts, granularity='all')); a store "
+                              "needs rows: use all_tokens (every token, special ones included) or "
+                              "token")
         self.granularity = gran.value
         self.aggregation = Aggregation.parse(self.aggregation).value
         for name, allowed in (("dtype", DTYPES), ("overflow", ("truncate", "window")),

@@ -73,7 +73,7 @@ def test_token_rows_equal_plain_forward(model_fixture, granularity, request, tmp
 def test_word_sentence_sample_equal_independent_grouping(model_fixture, aggregation, request, tmp_path):
     path = request.getfixturevalue(model_fixture)
     model, tok = load_plain(path)
-    for granularity in ("word", "sentence", "sample"):
+    for granularity in ("word", "sentence", "sample", "cls_token"):
         out = tmp_path / granularity
         plan, table, acts = run_stage(path, out, split_points=[-1], granularity=granularity,
                                       aggregation=aggregation)
@@ -95,6 +95,8 @@ def test_word_sentence_sample_equal_independent_grouping(model_fixture, aggregat
                     members = [i for i in positions if s <= anchor(text, *offsets[i], spans) < e]
                     if members:
                         groups.append(members)
+            elif granularity == "cls_token":  # the first position: [CLS], BOS, or a token
+                groups = [[0]]
             else:
                 groups = [positions]
             expected = group_mean(ref[p].numpy(), groups, aggregation)
