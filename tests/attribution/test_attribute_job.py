@@ -57,6 +57,63 @@ def test_occlusion_equals_captum_feature_ablation(ray_local, classifier, tmp_pat
         assert row["units"] == [TEXTS[row["doc_id"]][s:e] for s, e in zip(row["char_start"], row["char_end"])]
 
 
+SENTENCES = ["It was fun. Then it was dull!", "Great. Bad. Fine.", "one sentence only"]
+
+
+def _unit_groups(granularity: str, enc, text: str) -> list[list[int]]:
+    """Token positions of each explained unit, from the tokenizer's own encoding (the
+    sentence spans come from raypipe's splitter, the grouping of tokens is done here)."""
+    from raypipe.granularity import split_sentences
+
+    special = enc["special_tokens_mask"][0].tolist() if "special_tokens_mask" in enc else None
+    n = enc["input_ids"].shape[1]
+    if granularity == "all_tokens":
+        return [[i] for i in range(n)]
+    if granularity == "token":
+        return [[i] for i in range(n) if not special[i]]
+    offsets = enc["offset_mapping"][0].tolist()
+    groups = []
+    for s, e in split_sentences(text):
+        members = [i for i in range(n) if not special[i] and s <= offsets[i][0] < e]
+        if members:
+            groups.append(members)
+    return groups
+
+
+@pytest.mark.parametrize("granularity", ["token", "all_tokens", "sentence"])
+def test_occlusion_of_every_granularity_equals_captum(ray_local, classifier, tmp_path, granularity):
+    """Tokens, every token (special ones too: replaced by the baseline like any unit) and
+    sentences as units: the same scores as captum's FeatureAblation with those groups."""
+    texts = SENTENCES if granularity == "sentence" else TEXTS[:2]
+    rows = run(classifier, tmp_path / granularity, corpus=texts, method="occlusion",
+               granularity=granularity)
+    model = AutoModelForSequenceClassification.from_pretrained(classifier).eval()
+    tok = AutoTokenizer.from_pretrained(classifier)
+    assert [r["doc_id"] for r in rows] == list(range(len(texts)))
+    for row in rows:
+        text = texts[row["doc_id"]]
+        enc = tok(text, return_tensors="pt", return_special_tokens_mask=True,
+                  return_offsets_mapping=True)
+        groups = _unit_groups(granularity, enc, text)
+        if granularity == "sentence" and row["doc_id"] < 2:
+            assert len(groups) >= 2, "the test needs documents of several sentences"
+        feature = torch.arange(enc["input_ids"].shape[1]) + len(groups)  # the rest: apart
+        for j, members in enumerate(groups):
+            feature[members] = j
+        inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        with torch.no_grad():
+            predicted = int(model(**inputs).logits.argmax())
+        ablation = FeatureAblation(lambda ids: model(input_ids=ids,
+                                                     attention_mask=inputs["attention_mask"]).logits)
+        attr = ablation.attribute(inputs["input_ids"], baselines=tok.mask_token_id,
+                                  target=predicted, feature_mask=feature[None])[0]
+        expected = [float(attr[members[0]]) for members in groups]
+        assert len(row["units"]) == len(groups)
+        np.testing.assert_allclose(row["scores"], expected, rtol=1e-4, atol=1e-6)
+        if granularity == "all_tokens":
+            assert row["units"][0] == "[CLS]" and row["units"][-1] == "[SEP]"
+
+
 @pytest.mark.parametrize("method", ["kernel_shap", "integrated_gradients"])
 def test_same_scores_with_two_actors_and_other_budget(ray_local, classifier, tmp_path, method):
     """Perturbations packed with other documents' rows, gradients of padded batches (and
