@@ -27,8 +27,9 @@ class AttributeConfig:
     granularity: str = _opt("word", "explained units: all_tokens, token, word, sentence")
     target: str = _opt("predicted", "classification target: 'predicted', a class index, or several "
                        "comma-separated (e.g. 0,2)")
-    target_column: str | None = _opt(None, "generation: column holding the continuation to explain "
-                                     "(default: the model's greedy continuation)")
+    target_column: str | None = _opt(None, "generation: column holding the continuation to explain: "
+                                     "text, or token ids (a JSONL array, a Parquet list<int>); "
+                                     "default: the model's greedy continuation")
     max_new_tokens: int = _opt(8, "generation: tokens to generate when no target column is given")
     task: str = _opt("auto", "classification or generation (auto: from the model's architecture)")
     mode: str = _opt("logits", "score explained: logits, softmax, log_softmax")

@@ -56,8 +56,15 @@ def prepare_shard(batch: dict[str, np.ndarray], *, corpus: CorpusSource,
         continuations, unusable = {}, {}
         if targets is not None:
             read_targets = targets.read_range(int(start), int(stop))
-            continuations = {d.position: d.text for d in read_targets.documents}
             unusable = dict(read_targets.problems)
+            vocab = tokenizer.tokenizer.get_vocab_size(with_added_tokens=True)
+            for d in read_targets.documents:
+                bad = [i for i in d.token_ids or () if not 0 <= i < vocab]
+                if bad:  # the model would fail on them (an index error), the job with it
+                    unusable[d.position] = (f"token ids {bad[:5]} outside the tokenizer's "
+                                            f"vocabulary [0, {vocab})")
+                else:
+                    continuations[d.position] = d
         work = []
         for doc in docs:
             item = DocWork(doc)
@@ -68,9 +75,11 @@ def prepare_shard(batch: dict[str, np.ndarray], *, corpus: CorpusSource,
                                 + str(unusable.get(doc.position, "none read"))}
                 work.append(item)
                 continue
-            if doc.position in continuations:
-                item.target_text = continuations[doc.position]
-                item.target_ids = np.asarray(encode_ids(tokenizer, item.target_text), dtype=np.int64)
+            if doc.position in continuations:  # text, or ids as given (none re-tokenized)
+                given = continuations[doc.position]
+                item.target_text = None if given.token_ids is not None else given.text
+                item.target_ids = np.asarray(given.token_ids if given.token_ids is not None
+                                             else encode_ids(tokenizer, given.text), dtype=np.int64)
             if not gradient:
                 item.plan = make_masks(method, len(doc.units), n_samples=n_samples,
                                        seed=doc_seed(seed, doc.doc_id))

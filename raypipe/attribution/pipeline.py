@@ -85,7 +85,7 @@ def attribute(config: AttributeConfig) -> AttributeResult:
     targets = None
     if config.target_column:
         targets = open_corpus(config.corpus, text_column=config.target_column,
-                              split=config.corpus_split)
+                              split=config.corpus_split, token_ids=True)
     n_docs = len(corpus) if config.max_docs is None else min(len(corpus), config.max_docs)
 
     def plan() -> tuple[str, int, dict, dict]:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import abc
 import operator
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 
 class CorpusError(ValueError):
@@ -35,6 +38,22 @@ class Document:
     """The document text, possibly empty (callers count and skip empty texts)."""
     position: int
     """0-based position in the corpus."""
+    token_ids: tuple[int, ...] | None = None
+    """Token ids given instead of a text (a continuation column read with ``token_ids=True``
+    that holds a list of integers); ``text`` is then empty."""
+
+
+def as_token_ids(value: Any) -> tuple[int, ...] | None:
+    """``value`` as token ids when it is a sequence of integers (not booleans), else None."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        return None
+    try:
+        ids = list(value)
+    except TypeError:
+        return None
+    if all(isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_)) for i in ids):
+        return tuple(int(i) for i in ids)
+    return None
 
 
 @dataclass

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from itertools import islice
 
 from raypipe.corpus.decoding import check_encoding, decode_with_fallback
-from raypipe.corpus.documents import CorpusError, CorpusSource, Document, ReadResult, clamp_range
+from raypipe.corpus.documents import (CorpusError, CorpusSource, Document, ReadResult, as_token_ids,
+                                      clamp_range)
 from raypipe.corpus.line_index import DEFAULT_EVERY, LineIndex, build_line_index, iter_lines
 
 _SNIFF_LINES = 100
@@ -28,8 +29,10 @@ def _json_type(value: object) -> str:
     )
 
 
-def _parse_row(line: str, text_column: str, id_column: str | None, position: int) -> Document | str:
-    """Parse one line into a document, or return the reason it cannot be one."""
+def _parse_row(line: str, text_column: str, id_column: str | None, position: int,
+               token_ids: bool = False) -> Document | str:
+    """Parse one line into a document, or return the reason it cannot be one; with
+    ``token_ids``, a JSON array of integers in the text field is read as token ids."""
     if not line.strip():
         return "empty line, expected a JSON object"
     try:
@@ -41,8 +44,10 @@ def _parse_row(line: str, text_column: str, id_column: str | None, position: int
     if text_column not in row:
         return f"no field {text_column!r} (fields: {', '.join(map(repr, row))})"
     text = row[text_column]
-    if not isinstance(text, str):
-        return f"field {text_column!r} is a JSON {_json_type(text)}, expected a string"
+    ids = as_token_ids(text) if token_ids and isinstance(text, list) else None
+    if not isinstance(text, str) and ids is None:
+        expected = "a string or an array of token ids" if token_ids else "a string"
+        return f"field {text_column!r} is a JSON {_json_type(text)}, expected {expected}"
     doc_id: int | str = position
     if id_column is not None:
         if id_column not in row:
@@ -50,6 +55,8 @@ def _parse_row(line: str, text_column: str, id_column: str | None, position: int
         doc_id = row[id_column]
         if isinstance(doc_id, bool) or not isinstance(doc_id, (int, str)):
             return f"id field {id_column!r} is a JSON {_json_type(doc_id)}, expected a string or an integer"
+    if ids is not None:
+        return Document(doc_id=doc_id, text="", position=position, token_ids=ids)
     return Document(doc_id=doc_id, text=text, position=position)
 
 
@@ -95,6 +102,8 @@ class JsonLinesSource(CorpusSource):
     """Field holding the document id (string or integer); None means the position."""
     fallback_encoding: str = "cp1252"
     """Encoding for lines that are not valid UTF-8."""
+    token_ids: bool = False
+    """Read a JSON array of integers in the text field as token ids (``Document.token_ids``)."""
 
     @classmethod
     def open(
@@ -104,12 +113,13 @@ class JsonLinesSource(CorpusSource):
         id_column: str | None = None,
         fallback_encoding: str = "cp1252",
         every: int = DEFAULT_EVERY,
+        token_ids: bool = False,
     ) -> JsonLinesSource:
         """Index ``path`` (one pass) and check the fields on its first JSON object."""
         fallback_encoding = check_encoding(fallback_encoding)
         index = build_line_index(os.path.abspath(os.fspath(path)), every)
         _check_columns(index, fallback_encoding, text_column, id_column)
-        return cls(index, text_column, id_column, fallback_encoding)
+        return cls(index, text_column, id_column, fallback_encoding, token_ids)
 
     def __len__(self) -> int:
         return self.index.count
@@ -122,7 +132,7 @@ class JsonLinesSource(CorpusSource):
             result.decode_fallbacks += fell_back
             if position == 0:
                 line = line.removeprefix(_BOM)
-            parsed = _parse_row(line, self.text_column, self.id_column, position)
+            parsed = _parse_row(line, self.text_column, self.id_column, position, self.token_ids)
             if isinstance(parsed, Document):
                 result.documents.append(parsed)
             else:

@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raypipe.corpus.decoding import check_encoding, decode_with_fallback
-from raypipe.corpus.documents import CorpusError, CorpusSource, Document, ReadResult, clamp_range
+from raypipe.corpus.documents import (CorpusError, CorpusSource, Document, ReadResult, as_token_ids,
+                                      clamp_range)
 from raypipe.corpus.line_index import FileStamp
 
 
@@ -31,6 +32,12 @@ def _is_bytes_type(kind: pa.DataType) -> bool:
     if pa.types.is_dictionary(kind):
         kind = kind.value_type
     return pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind)
+
+
+def _is_ids_type(kind: pa.DataType) -> bool:
+    """A list of integers: a column of token ids."""
+    return ((pa.types.is_list(kind) or pa.types.is_large_list(kind))
+            and pa.types.is_integer(kind.value_type))
 
 
 def list_parquet_files(directory: str) -> list[str]:
@@ -58,7 +65,8 @@ class ParquetPart:
     """Rows in each row group, in file order."""
 
 
-def _open_part(path: str, text_column: str, id_column: str | None) -> ParquetPart:
+def _open_part(path: str, text_column: str, id_column: str | None,
+               token_ids: bool = False) -> ParquetPart:
     """Read one footer and check that the columns exist with usable types."""
     stamp = FileStamp.of(path)
     try:
@@ -73,9 +81,11 @@ def _open_part(path: str, text_column: str, id_column: str | None) -> ParquetPar
                 f"{', '.join(map(repr, schema.names))}: pass one of them as {flag}"
             )
     text_type = schema.field(text_column).type
-    if not (_is_text_type(text_type) or _is_bytes_type(text_type)):
+    if not (_is_text_type(text_type) or _is_bytes_type(text_type)
+            or (token_ids and _is_ids_type(text_type))):
+        expected = "string, binary or a list of token ids" if token_ids else "string or binary"
         raise CorpusError(
-            f"column {text_column!r} of {path!r} has type {text_type}, expected string or binary; "
+            f"column {text_column!r} of {path!r} has type {text_type}, expected {expected}; "
             "pass the column holding the text as --text-column"
         )
     if id_column is not None:
@@ -103,6 +113,8 @@ class ParquetSource(CorpusSource):
     """Column holding the document id (string or integer); None means the position."""
     fallback_encoding: str
     """Encoding for binary cells that are not valid UTF-8."""
+    token_ids: bool = False
+    """Read a ``list<int>`` text column as token ids (``Document.token_ids``)."""
 
     @classmethod
     def open(
@@ -111,6 +123,7 @@ class ParquetSource(CorpusSource):
         text_column: str = "text",
         id_column: str | None = None,
         fallback_encoding: str = "cp1252",
+        token_ids: bool = False,
     ) -> ParquetSource:
         """Read the footers of the file, or of every ``.parquet`` file under the directory."""
         fallback_encoding = check_encoding(fallback_encoding)
@@ -121,8 +134,8 @@ class ParquetSource(CorpusSource):
                 raise CorpusError(f"directory {path!r} holds no .parquet files; pass a Parquet file or directory")
         else:
             files = [path]
-        parts = tuple(_open_part(file, text_column, id_column) for file in files)
-        return cls(path, parts, text_column, id_column, fallback_encoding)
+        parts = tuple(_open_part(file, text_column, id_column, token_ids) for file in files)
+        return cls(path, parts, text_column, id_column, fallback_encoding, token_ids)
 
     def __len__(self) -> int:
         return sum(sum(part.row_group_rows) for part in self.parts)
@@ -173,6 +186,14 @@ class ParquetSource(CorpusSource):
             doc_id = position if ids is None else ids[offset]
             if doc_id is None:
                 result.problems.append((position, f"id column {self.id_column!r} is null"))
+                continue
+            if isinstance(text, list):  # a list<int> column, accepted with token_ids
+                token_ids = as_token_ids(text)
+                if token_ids is None:
+                    result.problems.append((position, f"column {self.text_column!r} holds a null id"))
+                    continue
+                result.documents.append(Document(doc_id=doc_id, text="", position=position,
+                                                 token_ids=token_ids))
                 continue
             result.documents.append(Document(doc_id=doc_id, text=text, position=position))
 

@@ -55,6 +55,7 @@ def open_corpus(
     format: str | None = None,
     fallback_encoding: str = "cp1252",
     split: str = "train",
+    token_ids: bool = False,
 ) -> CorpusSource:
     """Open a corpus for sharded reading; runs the one cheap indexing pass its format needs.
 
@@ -63,6 +64,8 @@ def open_corpus(
     files), a list/tuple of strings, ``"hf:NAME"`` (``datasets.load_dataset(NAME, split=split)``)
     or ``"stdlib:docstrings"`` (the embedded default corpus). ``text_column``/``id_column`` name
     the columns of tabular formats; ``fallback_encoding`` decodes what is not UTF-8.
+    ``token_ids``: a JSON Lines array or a Parquet ``list<int>`` in the text column is read
+    as token ids (``Document.token_ids``: a continuation to explain given as ids).
     """
     if format is not None and format not in FORMATS:
         raise CorpusError(f"unknown corpus format {format!r}; use one of {', '.join(FORMATS)} or None to infer it")
@@ -99,9 +102,11 @@ def open_corpus(
             raise CorpusError(f"{path!r} is a directory, not a text file; pass a file or another format")
         return TextLinesSource.open(path, fallback_encoding)
     if fmt == "jsonl":
-        return JsonLinesSource.open(path, text_column, id_column, fallback_encoding)
+        return JsonLinesSource.open(path, text_column, id_column, fallback_encoding,
+                                    token_ids=token_ids)
     if fmt in ("csv", "tsv"):
         return CsvSource.open(path, text_column, id_column, "\t" if fmt == "tsv" else ",", fallback_encoding)
     if fmt == "parquet":
-        return ParquetSource.open(path, text_column, id_column, fallback_encoding)
+        return ParquetSource.open(path, text_column, id_column, fallback_encoding,
+                                  token_ids=token_ids)
     return SavedDatasetSource.open(path, text_column, id_column, split, fallback_encoding)

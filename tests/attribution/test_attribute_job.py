@@ -224,32 +224,40 @@ def test_generation_with_target_column_equals_plain_forward(ray_local, tiny_gpt2
         np.testing.assert_allclose(np.reshape(row["scores"], row["shape"]), expected, atol=1e-4)
 
 
-def test_rows_without_a_usable_continuation_are_skipped_and_reported(ray_local, tiny_gpt2_path,
-                                                                     tmp_path):
-    """A continuation column that is missing, not text or empty on some rows: those documents
-    are skipped and counted, never explained with a continuation the model generates; a
-    corpus line that is not JSON is counted as unreadable; both are in the problems."""
+def test_continuations_given_as_text_or_ids_and_rows_without_one(ray_local, tiny_gpt2_path,
+                                                                  tmp_path):
+    """A continuation column holds text or token ids (a JSON array): both are explained, the
+    ids as given. One that is missing, neither text nor ids, out of the vocabulary or empty:
+    that document is skipped and counted, never explained with a continuation the model
+    generates; a corpus line that is not JSON is counted as unreadable; both are reported."""
     import json as _json
 
+    tok = AutoTokenizer.from_pretrained(tiny_gpt2_path)
+    ids = tok(" the mat", add_special_tokens=False)["input_ids"]
     lines = [_json.dumps({"text": "the cat sat on", "answer": " the mat"}),
-             _json.dumps({"text": "one two three"}),                    # no answer field
-             _json.dumps({"text": "red green", "answer": [318, 257]}),  # not text
-             _json.dumps({"text": "up and", "answer": ""}),             # empty
+             _json.dumps({"text": "one two three"}),                      # no answer field
+             _json.dumps({"text": "the cat sat on", "answer": ids}),      # ids of " the mat"
+             _json.dumps({"text": "up and", "answer": ""}),               # empty
              "{not json",
+             _json.dumps({"text": "a b c", "answer": {"ids": [1]}}),      # neither
+             _json.dumps({"text": "red green", "answer": [5, 10**6]}),    # outside the vocabulary
              _json.dumps({"text": "a b c", "answer": " d"})]
     corpus = tmp_path / "prompts.jsonl"
     corpus.write_text("\n".join(lines) + "\n")
     config = AttributeConfig(model=tiny_gpt2_path, corpus=str(corpus), out=str(tmp_path / "gen"),
-                             progress=False, docs_per_shard=2, method="occlusion",
+                             progress=False, docs_per_shard=3, method="occlusion",
                              granularity="token", target_column="answer", baseline="pad")
     result = attribute(config)
     rows = AttributionStore(str(tmp_path / "gen")).table().to_pylist()
-    assert [r["doc_id"] for r in rows] == [0, 5]
-    assert [r["target_label"] for r in rows] == [" the mat", " d"]
-    assert result.skipped_continuations == 3 and result.unreadable == 1
+    assert [r["doc_id"] for r in rows] == [0, 2, 7]
+    assert rows[0]["target_tokens"] == rows[1]["target_tokens"] == tok.convert_ids_to_tokens(ids)
+    np.testing.assert_array_equal(rows[0]["scores"], rows[1]["scores"])  # ids = the text's ids
+    assert rows[1]["target_label"] == tok.decode(ids)
+    assert result.skipped_continuations == 4 and result.unreadable == 1
     messages = dict(result.problems)
-    assert set(messages) == {1, 2, 4}
-    assert "'answer'" in messages[1] and "'answer'" in messages[2]
+    assert set(messages) == {1, 4, 5, 6}
+    assert "'answer'" in messages[1] and "array of token ids" in messages[5]
+    assert "outside the tokenizer's vocabulary" in messages[6]
 
 
 def test_sobol_scores_each_distinct_perturbation_once_and_equals_brute_force(ray_local, classifier,

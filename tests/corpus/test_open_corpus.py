@@ -92,3 +92,33 @@ def test_unreadable_paths_say_what_was_expected(tmp_path):
     (tmp_path / "link.txt").symlink_to(tmp_path / "gone.txt")
     with pytest.raises(CorpusError, match="link.txt"):
         open_corpus(tmp_path / "link.txt")
+
+
+def test_a_continuation_column_may_hold_token_ids(tmp_path):
+    """With token_ids=True (attribution targets), a JSON Lines array or a Parquet list<int>
+    of integers is read as ids; anything else that is not text stays a problem, and without
+    the flag an array is a problem as before."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(json.dumps({"text": "p", "t": t}) for t in
+                              [" text", [3, 1, 4], [], [1, True], [1, "2"], 7]) + "\n")
+    read = open_corpus(str(path), text_column="t", token_ids=True).read_range(0, 6)
+    assert [(d.position, d.text, d.token_ids) for d in read.documents] == [
+        (0, " text", None), (1, "", (3, 1, 4)), (2, "", ())]
+    assert [p for p, _ in read.problems] == [3, 4, 5]
+    assert all("a string or an array of token ids" in m for _, m in read.problems)
+    plain = open_corpus(str(path), text_column="t").read_range(0, 6)
+    assert [d.position for d in plain.documents] == [0]
+
+    table = pa.table({"text": ["p", "q", "r"],
+                      "t": pa.array([[5, 6], None, [7, None]], pa.list_(pa.int32()))})
+    pq.write_table(table, tmp_path / "c.parquet")
+    read = open_corpus(str(tmp_path / "c.parquet"), text_column="t", token_ids=True).read_range(0, 3)
+    assert [(d.position, d.token_ids) for d in read.documents] == [(0, (5, 6))]
+    assert [p for p, _ in read.problems] == [1, 2]
+    with pytest.raises(CorpusError, match="expected string or binary"):
+        open_corpus(str(tmp_path / "c.parquet"), text_column="t")
