@@ -139,8 +139,8 @@ class ExtractConfig:
         return d
 
     def config_hash(self, corpus_fingerprint: dict | None = None,
-                    resolved: dict | None = None) -> str:
-        return config_hash(self.to_dict(), corpus_fingerprint, resolved)
+                    resolved: dict | None = None, *, model_files: bool = True) -> str:
+        return config_hash(self.to_dict(), corpus_fingerprint, resolved, model_files=model_files)
 
 
 #: Files of a model folder whose change changes the model's outputs (weights, configs,
@@ -151,27 +151,54 @@ MODEL_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".json", ".model",
 
 def model_stamp(model: str) -> str | None:
     """Which version of ``model`` a job reads, for store identity: a model that changes under
-    a store (retrained into the same folder, a new hub revision in the cache) must not be
+    a store (retrained into the same folder, another revision in the hub cache) must not be
     resumed into it, or one store would mix two models' rows.
 
-    A local folder: a digest of the name, size and modification time of its model files (a
-    copy made without keeping times counts as another model, as for corpus files). A hub id:
-    the revision of its cached snapshot (None when it is not cached, e.g. on a cluster node).
+    By content, so that a copy, a reinstall or a container rebuild of the same model is the
+    same model: a local folder counts by its model files (weights, configs, tokenizer files,
+    remote code; not a README): the bytes of each small file, and of each weight file its
+    size and its first and last MiB (a retrained tensor changes them; a safetensors header
+    alone would not). A hub id counts by the content ids of the same files in its cached
+    snapshot (the blob names the snapshot links to), so a new upstream commit that changes
+    no model file is the same model. None when a hub id is not cached (e.g. on a cluster node).
     """
     if os.path.isdir(model):
-        entries = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns)
-                         for e in os.scandir(model)
-                         if e.is_file() and e.name.endswith(MODEL_FILE_SUFFIXES))
-        return "files:" + hashlib.sha256(json.dumps(entries).encode()).hexdigest()[:16]
+        files = [Path(e.path) for e in os.scandir(model)
+                 if e.is_file() and e.name.endswith(MODEL_FILE_SUFFIXES)]
+        digest = hashlib.sha256()
+        for path in sorted(files):
+            digest.update(path.name.encode() + b"\0" + _content_digest(path) + b"\0")
+        return "files:" + digest.hexdigest()[:16]
     try:
         from huggingface_hub import try_to_load_from_cache
 
         cached = try_to_load_from_cache(model, "config.json")
     except Exception:  # an id the hub library rejects: the loader reports it
         return None
-    if isinstance(cached, str):
-        return "revision:" + Path(cached).parent.name  # .../snapshots/<commit>/config.json
-    return None
+    if not isinstance(cached, str):
+        return None
+    snapshot = Path(cached).parent  # .../snapshots/<commit>/config.json -> ../../blobs/<id>
+    blobs = sorted((e.name, os.path.basename(os.readlink(e.path)) if e.is_symlink() else
+                    _content_digest(Path(e.path)).hex())
+                   for e in os.scandir(snapshot) if e.name.endswith(MODEL_FILE_SUFFIXES))
+    return "blobs:" + hashlib.sha256(json.dumps(blobs).encode()).hexdigest()[:16]
+
+
+_SMALL_FILE = 4 << 20  # bytes: configs and tokenizer files are read whole
+_EDGE = 1 << 20        # of a weight file: its first and last MiB, and its size
+
+
+def _content_digest(path: Path) -> bytes:
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        if size <= _SMALL_FILE:
+            digest.update(fh.read())
+        else:
+            digest.update(fh.read(_EDGE))
+            fh.seek(size - _EDGE)
+            digest.update(fh.read(_EDGE))
+    return digest.digest()
 
 
 # Fields the corpus fingerprint describes better: it names the file by its absolute path (so
@@ -181,13 +208,15 @@ CORPUS_IDENTITY = frozenset({"corpus", "corpus_split"})
 
 
 def config_hash(config: dict, corpus_fingerprint: dict | None = None,
-                resolved: dict | None = None) -> str:
+                resolved: dict | None = None, *, model_files: bool = True) -> str:
     """What decides a store's content, hashed: a re-run with the same hash resumes the store.
 
     Left out: RUNTIME_ONLY fields, and the corpus's spelling when its fingerprint is given.
     ``resolved`` replaces fields by what the plan resolved them to (split points ``[1]``,
     ``[-5]`` and ``["encoder.layer.1"]`` of a 6-block model are one split point); a model given
-    as a local folder counts by its real path (``./m``, ``m``, ``/abs/m``).
+    as a local folder counts by its real path (``./m``, ``m``, ``/abs/m``) and every model by
+    its files (`model_stamp`); ``model_files=False`` gives the hash of stores written before
+    raypipe recorded them (StoreWriter still resumes those).
     """
     fields = {k: v for k, v in config.items() if k not in RUNTIME_ONLY}
     if corpus_fingerprint:
@@ -195,7 +224,7 @@ def config_hash(config: dict, corpus_fingerprint: dict | None = None,
     model = fields.get("model")
     if isinstance(model, str) and model and os.path.isdir(model):
         fields["model"] = os.path.realpath(model)
-    if isinstance(model, str) and model:
+    if model_files and isinstance(model, str) and model:
         fields["model_files"] = model_stamp(model)
     fields.update(resolved or {})
     payload = {"config": fields, "corpus": corpus_fingerprint or {}}

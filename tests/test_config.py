@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 from raypipe.attribution.config import AttributeConfig
-from raypipe.config import ExtractConfig
+from raypipe.config import ExtractConfig, model_stamp
 
 
 def test_extract_hash_ignores_how_the_store_path_is_spelled_and_runtime_fields(tmp_path):
@@ -65,10 +66,55 @@ def test_a_model_folder_that_changes_under_a_store_is_another_model(tmp_path):
     before = config.config_hash()
     (model / "README.md").write_text("notes")
     assert config.config_hash() == before
-    (model / "model.safetensors").write_bytes(b"weights v2")
-    os.utime(model / "model.safetensors", ns=(1, 1))  # whatever the clock's resolution
+    shutil.copytree(model, tmp_path / "copy")  # a copy (new mtimes) is the same model
+    assert model_stamp(str(tmp_path / "copy")) == model_stamp(str(model))
+    (model / "model.safetensors").write_bytes(b"weights v2")  # same size, new bytes
     assert config.config_hash() != before
+    assert config.config_hash(model_files=False) != before  # the hash of earlier stores
     attribute = AttributeConfig(model=str(model), corpus="c.txt", out="o")
     again = attribute.config_hash()
     (model / "config.json").write_text('{"num_labels": 3}')
     assert attribute.config_hash() != again
+
+
+def test_a_large_weight_file_counts_by_size_and_edges(tmp_path):
+    """Weights are not read whole: their size and first and last MiB (a retrained model
+    changes them); a change in the middle alone is not seen (documented)."""
+    model = tmp_path / "m"
+    model.mkdir()
+    weights = bytearray(b"\1" * (9 << 20))
+    (model / "model.safetensors").write_bytes(bytes(weights))
+    before = model_stamp(str(model))
+    weights[-10] = 2
+    (model / "model.safetensors").write_bytes(bytes(weights))
+    assert model_stamp(str(model)) != before
+
+
+def test_a_hub_model_counts_by_the_content_of_its_cached_files(tmp_path, monkeypatch):
+    """A new upstream commit that changes no model file (a README) is the same model; one
+    that changes the weights is another. Snapshot files link to blobs named by content."""
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / "models--org--tiny"
+    (repo / "blobs").mkdir(parents=True)
+    (repo / "refs").mkdir()
+    for blob in ("cfg", "w1", "w2", "readme1", "readme2"):
+        (repo / "blobs" / blob).write_text(blob)
+
+    def commit(name: str, weights: str, readme: str) -> None:
+        snap = repo / "snapshots" / name
+        snap.mkdir(parents=True)
+        for file, blob in (("config.json", "cfg"), ("model.safetensors", weights),
+                           ("README.md", readme)):
+            (snap / file).symlink_to(f"../../blobs/{blob}")
+        (repo / "refs" / "main").write_text(name)
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    commit("a" * 40, "w1", "readme1")
+    first = model_stamp("org/tiny")
+    assert first is not None and first.startswith("blobs:")
+    commit("b" * 40, "w1", "readme2")
+    assert model_stamp("org/tiny") == first
+    commit("c" * 40, "w2", "readme2")
+    assert model_stamp("org/tiny") != first
+    assert model_stamp("org/not-cached") is None

@@ -115,9 +115,11 @@ class AttributeConfig:
         except ValueError as err:
             raise ConfigError(f"target={self.target!r}: use 'predicted', an index or 0,2") from err
 
-    def parameters(self) -> dict:
+    def parameters(self, **resolved) -> dict:
         """What defines the scores besides the model and the text: stored on every row of the
-        store (``parameters``, JSON), so rows of several stores stay self-describing."""
+        store (``parameters``, JSON), so rows of several stores stay self-describing.
+        ``resolved``: values the plan settled (the model's max_length, the baseline a
+        tokenizer without a mask token falls back to) replace the configured ones."""
         keys = ["granularity", "mode", "seed", "baseline", "max_length", "target"]
         if self.method in ("lime", "kernel_shap", "sobol", "integrated_gradients", "smooth_grad",
                            "gradient_shap"):
@@ -127,6 +129,7 @@ class AttributeConfig:
         out = {k: getattr(self, k) for k in keys}
         if self.is_gradient:
             out.update(reduction=self.effective_reduction, aggregation=self.aggregation)
+        out.update({k: v for k, v in resolved.items() if k in out})
         return out
 
     def to_dict(self) -> dict:
@@ -137,5 +140,6 @@ class AttributeConfig:
             d["corpus"] = f"<python list of {len(self.corpus)} documents>"
         return d
 
-    def config_hash(self, corpus_fingerprint: dict | None = None) -> str:
-        return config_hash(self.to_dict(), corpus_fingerprint)
+    def config_hash(self, corpus_fingerprint: dict | None = None, *,
+                    model_files: bool = True) -> str:
+        return config_hash(self.to_dict(), corpus_fingerprint, model_files=model_files)

@@ -43,9 +43,12 @@ def effective_baseline(baseline: str, tokenizer) -> str | int:
 def prepare_shard(batch: dict[str, np.ndarray], *, corpus: CorpusSource,
                   targets: CorpusSource | None, tokenizer: dict, max_length: int,
                   granularity: str, method: str, n_samples: int, seed: int,
-                  baseline: str, gradient: bool) -> dict[str, np.ndarray]:
+                  baseline: str, gradient: bool, vocab_size: int | None = None
+                  ) -> dict[str, np.ndarray]:
     """``tokenizer``: ``backend_spec(hf_tokenizer)``; the task runs on the Rust tokenizer alone
-    (no transformers or torch import in this worker, see ``raypipe.batching.backend``)."""
+    (no transformers or torch import in this worker, see ``raypipe.batching.backend``).
+    ``vocab_size``: rows of the model's embedding table, which continuation ids given as ids
+    must index (default: the tokenizer's vocabulary)."""
     tokenizer = BackendTokenizer.from_spec(tokenizer)
     base = effective_baseline(baseline, tokenizer)
     payloads = []
@@ -57,11 +60,11 @@ def prepare_shard(batch: dict[str, np.ndarray], *, corpus: CorpusSource,
         if targets is not None:
             read_targets = targets.read_range(int(start), int(stop))
             unusable = dict(read_targets.problems)
-            vocab = tokenizer.tokenizer.get_vocab_size(with_added_tokens=True)
+            vocab = vocab_size or tokenizer.tokenizer.get_vocab_size(with_added_tokens=True)
             for d in read_targets.documents:
                 bad = [i for i in d.token_ids or () if not 0 <= i < vocab]
                 if bad:  # the model would fail on them (an index error), the job with it
-                    unusable[d.position] = (f"token ids {bad[:5]} outside the tokenizer's "
+                    unusable[d.position] = (f"token ids {bad[:5]} outside the model's "
                                             f"vocabulary [0, {vocab})")
                 else:
                     continuations[d.position] = d

@@ -85,10 +85,11 @@ def attribute(config: AttributeConfig) -> AttributeResult:
     targets = None
     if config.target_column:
         targets = open_corpus(config.corpus, text_column=config.target_column,
-                              split=config.corpus_split, token_ids=True)
+                              split=config.corpus_split, token_ids=True,
+                              text_flag="--target-column")
     n_docs = len(corpus) if config.max_docs is None else min(len(corpus), config.max_docs)
 
-    def plan() -> tuple[str, int, dict, dict]:
+    def plan() -> tuple[str, int, dict, dict, str | int, int]:
         from raypipe.attribution.forward_stage import task_kind
         from raypipe.attribution.perturb import resolve_baseline
         from raypipe.attribution.perturb_stage import effective_baseline
@@ -103,8 +104,9 @@ def attribute(config: AttributeConfig) -> AttributeResult:
                               f"LM (generation), but {type(meta).__name__} is a classifier")
         max_length = resolve_max_length(config.max_length, meta, tokenizer)
         id2label = {str(k): v for k, v in (getattr(meta.config, "id2label", None) or {}).items()}
+        baseline = effective_baseline(config.baseline, tokenizer)
         try:  # here, with the real tokenizer, rather than in every CPU task or actor later
-            token_id = resolve_baseline(effective_baseline(config.baseline, tokenizer), tokenizer)
+            token_id = resolve_baseline(baseline, tokenizer)
         except ValueError as error:
             raise ConfigError(f"--baseline {config.baseline}: {error}") from None
         vocab = meta.get_input_embeddings().num_embeddings
@@ -113,10 +115,10 @@ def attribute(config: AttributeConfig) -> AttributeResult:
                               f"model's vocabulary [0, {vocab}); give an id below {vocab}, or "
                               "mask, pad, unk or remove")
         _check_class_targets(config, kind, meta)
-        return kind, max_length, id2label, backend_spec(tokenizer)
+        return kind, max_length, id2label, backend_spec(tokenizer), baseline, vocab
 
     # Ray starts while the model is checked on the meta device (both take seconds).
-    kind, max_length, id2label, tokenizer_spec = plan_while_ray_starts(
+    kind, max_length, id2label, tokenizer_spec, baseline, vocab = plan_while_ray_starts(
         plan, config.address, config.actors, config.num_cpus)
     fingerprint = corpus.describe()
     header = {"raypipe_version": __version__, "model": config.model,
@@ -125,7 +127,8 @@ def attribute(config: AttributeConfig) -> AttributeResult:
               "n_samples": config.n_samples, "seed": config.seed, "baseline": config.baseline,
               "max_length": max_length, "documents": n_docs, "corpus": fingerprint,
               "id2label": id2label, "config": config.to_dict()}
-    writer = StoreWriter(config.out, header, config.config_hash(fingerprint), format=ATTRIBUTION_FORMAT)
+    writer = StoreWriter(config.out, header, config.config_hash(fingerprint), format=ATTRIBUTION_FORMAT,
+                         legacy_hash=config.config_hash(fingerprint, model_files=False))
     result = AttributeResult(store=config.out, kind=kind)
     step = config.docs_per_shard
     pending = []
@@ -136,7 +139,10 @@ def attribute(config: AttributeConfig) -> AttributeResult:
         else:
             pending.append({"shard_id": shard_id, "doc_start": start, "doc_end": min(start + step, n_docs)})
     if pending:
-        _run(config, corpus, targets, max_length, id2label, tokenizer_spec, writer, pending, result)
+        parameters = json.dumps(config.parameters(max_length=max_length, baseline=baseline),
+                                sort_keys=True)
+        _run(config, corpus, targets, max_length, id2label, tokenizer_spec, writer, pending, result,
+             parameters, vocab)
     result.wall_seconds = time.perf_counter() - t0
     writer.finalize(result.as_dict())
     return result
@@ -157,7 +163,7 @@ def _check_class_targets(config: AttributeConfig, kind: str, meta) -> None:
 
 
 def _run(config, corpus, targets, max_length, id2label, tokenizer_spec, writer, pending,
-         result) -> None:
+         result, parameters: str, vocab: int) -> None:
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -175,7 +181,8 @@ def _run(config, corpus, targets, max_length, id2label, tokenizer_spec, writer, 
                         fn_kwargs=dict(
         corpus=corpus, targets=targets, tokenizer=tokenizer_spec, max_length=max_length,
         granularity=config.granularity, method=config.method, n_samples=config.n_samples,
-        seed=config.seed, baseline=config.baseline, gradient=config.is_gradient))
+        seed=config.seed, baseline=config.baseline, gradient=config.is_gradient,
+        vocab_size=vocab))
     ds = ds.map_batches(ScoreShard, batch_size=1, compute=ActorPoolStrategy(size=config.actors),
                         num_cpus=config.num_cpus, num_gpus=config.num_gpus or None,
                         fn_constructor_kwargs={"config": config.to_dict() | {"corpus": "-"}},
@@ -183,7 +190,7 @@ def _run(config, corpus, targets, max_length, id2label, tokenizer_spec, writer, 
     ds = ds.map_batches(estimate_shard, batch_size=1, num_cpus=0.5, concurrency=cpu_tasks,
                         fn_kwargs=dict(
         store_root=config.out, method=config.method, id2label=id2label,
-        parameters=json.dumps(config.parameters(), sort_keys=True)))
+        parameters=parameters))
     total = sum(p["doc_end"] - p["doc_start"] for p in pending)
     with progress_bar(config.progress, total, f"attribute[{config.method}]") as bar:
         for row in ds.iter_rows():

@@ -112,6 +112,7 @@ class CsvSource(CorpusSource):
         delimiter: str = ",",
         fallback_encoding: str = "cp1252",
         every: int = DEFAULT_EVERY,
+        text_flag: str = "--text-column",
     ) -> CsvSource:
         """Read the header, check the columns, and index record starts (one pass)."""
         if every < 1:
@@ -131,7 +132,7 @@ class CsvSource(CorpusSource):
                     )
                 columns = tuple(_decode_cell(name, fallback_encoding)[0] for name in header[1])
                 columns = (columns[0].removeprefix(_BOM), *columns[1:])
-                for column, flag in ((text_column, "--text-column"), (id_column, "--id-column")):
+                for column, flag in ((text_column, text_flag), (id_column, "--id-column")):
                     if column is not None and column not in columns:
                         raise CorpusError(
                             f"CSV file {path!r} has no column {column!r}; its columns are "

@@ -72,10 +72,11 @@ def _load_hub(name: str, split: str) -> Any:
         ) from exc
 
 
-def _check_features(dataset: Any, where: str, text_column: str, id_column: str | None) -> None:
+def _check_features(dataset: Any, where: str, text_column: str, id_column: str | None,
+                    text_flag: str = "--text-column") -> None:
     """Fail early on a missing column or one whose type cannot be a text (or an id)."""
     features = dataset.features
-    for column, flag in ((text_column, "--text-column"), (id_column, "--id-column")):
+    for column, flag in ((text_column, text_flag), (id_column, "--id-column")):
         if column is not None and column not in features:
             raise CorpusError(
                 f"dataset {where} has no column {column!r}; its columns are "
@@ -85,7 +86,7 @@ def _check_features(dataset: Any, where: str, text_column: str, id_column: str |
     if text_dtype not in _TEXT_DTYPES:
         raise CorpusError(
             f"column {text_column!r} of dataset {where} is {features[text_column]}, expected a string; "
-            "pass the column holding the text as --text-column"
+            f"pass the column holding the text as {text_flag}"
         )
     if id_column is not None and getattr(features[id_column], "dtype", None) not in _TEXT_DTYPES | _INT_DTYPES:
         raise CorpusError(
@@ -144,13 +145,14 @@ class SavedDatasetSource(CorpusSource):
         id_column: str | None = None,
         split: str = "train",
         fallback_encoding: str = "cp1252",
+        text_flag: str = "--text-column",
     ) -> SavedDatasetSource:
         """Memory-map the dataset, check its columns, and note its size."""
         fallback_encoding = check_encoding(fallback_encoding)
         path = os.path.abspath(os.fspath(path))
         fingerprint = directory_fingerprint(path)
         dataset = _load_saved(path, split, fingerprint)
-        _check_features(dataset, repr(path), text_column, id_column)
+        _check_features(dataset, repr(path), text_column, id_column, text_flag)
         return cls(path, split, text_column, id_column, fallback_encoding, dataset.num_rows, fingerprint)
 
     def __len__(self) -> int:
@@ -209,11 +211,12 @@ class HubDatasetSource(CorpusSource):
         id_column: str | None = None,
         split: str = "train",
         fallback_encoding: str = "cp1252",
+        text_flag: str = "--text-column",
     ) -> HubDatasetSource:
         """Load the dataset (a clear ``CorpusError`` when the Hub is unreachable) and check columns."""
         fallback_encoding = check_encoding(fallback_encoding)
         dataset = _load_hub(name, split)
-        _check_features(dataset, f"{name!r} (split {split!r})", text_column, id_column)
+        _check_features(dataset, f"{name!r} (split {split!r})", text_column, id_column, text_flag)
         files = sorted(
             (os.path.basename(entry["filename"]), os.path.getsize(entry["filename"]))
             for entry in dataset.cache_files

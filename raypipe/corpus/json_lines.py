@@ -60,10 +60,13 @@ def _parse_row(line: str, text_column: str, id_column: str | None, position: int
     return Document(doc_id=doc_id, text=text, position=position)
 
 
-def _check_columns(index: LineIndex, fallback_encoding: str, text_column: str, id_column: str | None) -> None:
-    """Fail early when the first JSON object lacks the text (or id) field: a typo in
-    ``--text-column`` would otherwise turn every row into a problem."""
+def _check_columns(index: LineIndex, fallback_encoding: str, text_column: str, id_column: str | None,
+                   text_flag: str = "--text-column") -> None:
+    """Fail early when none of the first JSON objects has the text (or id) field: a typo in
+    ``--text-column`` would otherwise turn every row into a problem. A field that only some
+    rows lack (an optional continuation column) is a problem of those rows, counted later."""
     first_error = ""
+    objects: list[dict] = []
     for position, raw in enumerate(islice(iter_lines(index, 0, index.count), _SNIFF_LINES)):
         line, _ = decode_with_fallback(raw, fallback_encoding)
         line = line.removeprefix(_BOM) if position == 0 else line
@@ -75,14 +78,16 @@ def _check_columns(index: LineIndex, fallback_encoding: str, text_column: str, i
         if not isinstance(row, dict):
             first_error = first_error or f"a JSON {_json_type(row)}, not an object"
             continue
-        for column, flag in ((text_column, "--text-column"), (id_column, "--id-column")):
-            if column is not None and column not in row:
-                raise CorpusError(
-                    f"JSON Lines file {index.path!r} has no field {column!r}; its fields are "
-                    f"{', '.join(map(repr, row))}: pass one of them as {flag}"
-                )
-        return
-    if index.count:
+        objects.append(row)
+    for column, flag in ((text_column, text_flag), (id_column, "--id-column")):
+        if objects and column is not None and not any(column in row for row in objects):
+            raise CorpusError(
+                f"JSON Lines file {index.path!r} has no field {column!r} in its first "
+                f"{len(objects)} objects; their fields are "
+                f"{', '.join(map(repr, dict.fromkeys(k for row in objects for k in row)))}: "
+                f"pass one of them as {flag}"
+            )
+    if index.count and not objects:
         raise CorpusError(
             f"{index.path!r} is not JSON Lines (one JSON object per line): none of its first "
             f"{min(index.count, _SNIFF_LINES)} lines is an object ({first_error}); "
@@ -114,11 +119,12 @@ class JsonLinesSource(CorpusSource):
         fallback_encoding: str = "cp1252",
         every: int = DEFAULT_EVERY,
         token_ids: bool = False,
+        text_flag: str = "--text-column",
     ) -> JsonLinesSource:
         """Index ``path`` (one pass) and check the fields on its first JSON object."""
         fallback_encoding = check_encoding(fallback_encoding)
         index = build_line_index(os.path.abspath(os.fspath(path)), every)
-        _check_columns(index, fallback_encoding, text_column, id_column)
+        _check_columns(index, fallback_encoding, text_column, id_column, text_flag)
         return cls(index, text_column, id_column, fallback_encoding, token_ids)
 
     def __len__(self) -> int:

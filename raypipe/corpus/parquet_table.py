@@ -66,7 +66,7 @@ class ParquetPart:
 
 
 def _open_part(path: str, text_column: str, id_column: str | None,
-               token_ids: bool = False) -> ParquetPart:
+               token_ids: bool = False, text_flag: str = "--text-column") -> ParquetPart:
     """Read one footer and check that the columns exist with usable types."""
     stamp = FileStamp.of(path)
     try:
@@ -74,7 +74,7 @@ def _open_part(path: str, text_column: str, id_column: str | None,
     except (OSError, pa.ArrowException) as exc:
         raise CorpusError(f"cannot read Parquet file {path!r}: {exc}") from exc
     schema = meta.schema_arrow
-    for column, flag in ((text_column, "--text-column"), (id_column, "--id-column")):
+    for column, flag in ((text_column, text_flag), (id_column, "--id-column")):
         if column is not None and column not in schema.names:
             raise CorpusError(
                 f"Parquet file {path!r} has no column {column!r}; its columns are "
@@ -86,7 +86,7 @@ def _open_part(path: str, text_column: str, id_column: str | None,
         expected = "string, binary or a list of token ids" if token_ids else "string or binary"
         raise CorpusError(
             f"column {text_column!r} of {path!r} has type {text_type}, expected {expected}; "
-            "pass the column holding the text as --text-column"
+            f"pass the column holding the text as {text_flag}"
         )
     if id_column is not None:
         id_type = schema.field(id_column).type
@@ -124,6 +124,7 @@ class ParquetSource(CorpusSource):
         id_column: str | None = None,
         fallback_encoding: str = "cp1252",
         token_ids: bool = False,
+        text_flag: str = "--text-column",
     ) -> ParquetSource:
         """Read the footers of the file, or of every ``.parquet`` file under the directory."""
         fallback_encoding = check_encoding(fallback_encoding)
@@ -134,7 +135,7 @@ class ParquetSource(CorpusSource):
                 raise CorpusError(f"directory {path!r} holds no .parquet files; pass a Parquet file or directory")
         else:
             files = [path]
-        parts = tuple(_open_part(file, text_column, id_column, token_ids) for file in files)
+        parts = tuple(_open_part(file, text_column, id_column, token_ids, text_flag) for file in files)
         return cls(path, parts, text_column, id_column, fallback_encoding, token_ids)
 
     def __len__(self) -> int:

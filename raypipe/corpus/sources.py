@@ -56,6 +56,7 @@ def open_corpus(
     fallback_encoding: str = "cp1252",
     split: str = "train",
     token_ids: bool = False,
+    text_flag: str = "--text-column",
 ) -> CorpusSource:
     """Open a corpus for sharded reading; runs the one cheap indexing pass its format needs.
 
@@ -66,6 +67,7 @@ def open_corpus(
     the columns of tabular formats; ``fallback_encoding`` decodes what is not UTF-8.
     ``token_ids``: a JSON Lines array or a Parquet ``list<int>`` in the text column is read
     as token ids (``Document.token_ids``: a continuation to explain given as ids).
+    ``text_flag``: the option that named ``text_column``, for error messages.
     """
     if format is not None and format not in FORMATS:
         raise CorpusError(f"unknown corpus format {format!r}; use one of {', '.join(FORMATS)} or None to infer it")
@@ -92,7 +94,8 @@ def open_corpus(
         name = str(corpus).removeprefix(_HF_PREFIX)
         if not name:
             raise CorpusError(f"empty Hub dataset name in {corpus!r}; write hf:OWNER/NAME")
-        return HubDatasetSource.open(name, text_column, id_column, split, fallback_encoding)
+        return HubDatasetSource.open(name, text_column, id_column, split, fallback_encoding,
+                                     text_flag=text_flag)
 
     path = os.fspath(corpus)
     if not os.path.exists(path):
@@ -103,10 +106,12 @@ def open_corpus(
         return TextLinesSource.open(path, fallback_encoding)
     if fmt == "jsonl":
         return JsonLinesSource.open(path, text_column, id_column, fallback_encoding,
-                                    token_ids=token_ids)
+                                    token_ids=token_ids, text_flag=text_flag)
     if fmt in ("csv", "tsv"):
-        return CsvSource.open(path, text_column, id_column, "\t" if fmt == "tsv" else ",", fallback_encoding)
+        return CsvSource.open(path, text_column, id_column, "\t" if fmt == "tsv" else ",", fallback_encoding,
+                              text_flag=text_flag)
     if fmt == "parquet":
         return ParquetSource.open(path, text_column, id_column, fallback_encoding,
-                                  token_ids=token_ids)
-    return SavedDatasetSource.open(path, text_column, id_column, split, fallback_encoding)
+                                  token_ids=token_ids, text_flag=text_flag)
+    return SavedDatasetSource.open(path, text_column, id_column, split, fallback_encoding,
+                                   text_flag=text_flag)

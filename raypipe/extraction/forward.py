@@ -163,6 +163,7 @@ def write_unit_rows(model, docs: Sequence[TokenizedDoc],
     written = 0
     for rows, batch_out, longest in _forward_batches(model, docs, batch_tokens=batch_tokens,
                                                      padding_side=padding_side):
+        _wait_for(batch_out)  # a GPU runs ahead of the clock; the reduction would wait anyway
         forward_seconds += time.perf_counter() - t0
         in_batch, offsets, windowed, windowed_acts = [], [], [], []
         for row, (d, w, n) in enumerate(rows):
@@ -189,6 +190,13 @@ def write_unit_rows(model, docs: Sequence[TokenizedDoc],
         raise RuntimeError(f"{len(docs) - written} of {len(docs)} documents were never finished "
                            "by a forward; their rows would be left unwritten")
     return forward_seconds
+
+
+def _wait_for(tensors: dict[str, torch.Tensor]) -> None:
+    """Block until the kernels that make ``tensors`` have run (CUDA queues them and returns),
+    so that the forward seconds are the forward's."""
+    for device in {t.device for t in tensors.values() if t.device.type == "cuda"}:
+        torch.cuda.synchronize(device)
 
 
 def _place(acts: dict[str, torch.Tensor], first: np.ndarray, docs: Sequence[TokenizedDoc],

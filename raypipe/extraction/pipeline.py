@@ -92,9 +92,10 @@ def extract_activations(config: ExtractConfig) -> ExtractResult:
     plan = plan_while_ray_starts(lambda: plan_extraction(config), config.address, config.actors,
                                  config.num_cpus)
     fingerprint = plan.corpus.describe()
+    resolved = {"split_points": plan.split_points, "docs_per_shard": plan.docs_per_shard}
     writer = StoreWriter(config.out, _manifest_header(config, plan, fingerprint),
-                         config.config_hash(fingerprint, {"split_points": plan.split_points,
-                                                          "docs_per_shard": plan.docs_per_shard}))
+                         config.config_hash(fingerprint, resolved),
+                         legacy_hash=config.config_hash(fingerprint, resolved, model_files=False))
     result = ExtractResult(store=config.out)
     pending = []
     for shard_id, start, stop in plan.shards:

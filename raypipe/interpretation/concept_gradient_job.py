@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from raypipe.config import RUNTIME_ONLY, ConfigError, _opt, require_at_least_one, require_fields
+from raypipe.config import (RUNTIME_ONLY, ConfigError, _opt, model_stamp, require_at_least_one,
+                            require_fields)
 
 log = logging.getLogger("raypipe.concept_gradients")
 
@@ -86,9 +87,13 @@ class ConceptGradientConfig:
             d["corpus"] = f"<python list of {len(self.corpus)} documents>"
         return d
 
-    def config_hash(self, fingerprint: dict) -> str:
-        """Hash of what the store's content depends on: output fields, corpus and concept model."""
+    def config_hash(self, fingerprint: dict, *, model_files: bool = True) -> str:
+        """Hash of what the store's content depends on: output fields, corpus, concept model
+        and the model's files (`model_stamp`; ``model_files=False``: the hash of stores
+        written before raypipe recorded them)."""
         fields = {k: v for k, v in self.to_dict().items() if k not in RUNTIME_ONLY}
+        if model_files:
+            fields["model_files"] = model_stamp(self.model)
         blob = json.dumps({"config": fields, **fingerprint}, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -221,14 +226,16 @@ def concept_gradients_job(config: ConceptGradientConfig) -> dict:
     path = module_path(meta, split)   # resolved (and checked) on the driver, before any actor
     max_length = resolve_max_length(config.max_length, meta, tokenizer)
     fingerprint = {"corpus": corpus.describe(), "concepts": concepts_fingerprint(config.concepts)}
-    header = {"raypipe_version": __version__, "model": config.model, "split_point": path,
+    header = {"raypipe_version": __version__, "model": config.model,
+              "model_files": model_stamp(config.model), "split_point": path,
               "concept_method": concepts.method, "n_concepts": concepts.n_concepts,
               "target": config.target, "mode": config.mode, "max_length": max_length,
               "documents": n_docs, "id2label": {str(k): v for k, v in
                                                 (getattr(meta.config, "id2label", None) or {}).items()},
               **fingerprint, "config": config.to_dict()}
     writer = StoreWriter(config.out, header, config.config_hash(fingerprint),
-                         format=CONCEPT_GRADIENTS_FORMAT)
+                         format=CONCEPT_GRADIENTS_FORMAT,
+                         legacy_hash=config.config_hash(fingerprint, model_files=False))
     summary = {"store": config.out, "documents": 0, "rows": 0, "truncated": 0, "skipped_empty": 0,
                "shards_written": 0, "shards_skipped": 0, "model_seconds": 0.0}
     pending = []

@@ -110,7 +110,7 @@ class StoreWriter:
     """
 
     def __init__(self, root: str | os.PathLike, header: dict, config_hash: str, *,
-                 format: str = FORMAT) -> None:
+                 format: str = FORMAT, legacy_hash: str | None = None) -> None:
         clash = sorted(set(header) & (set(RESERVED_KEYS) - {"raypipe_version"}))
         if clash:
             raise ValueError(f"header keys {clash} are reserved for the manifest itself; rename "
@@ -119,6 +119,13 @@ class StoreWriter:
         self._fs, self._base = resolve_store(root)
         self._lock = threading.Lock()
         old = read_manifest(self._fs, self._base, format)
+        if (old is not None and legacy_hash is not None and "model_files" not in old
+                and old.get("config_hash") == legacy_hash):
+            # written before the model's files counted in the hash: the same job, resumed; its
+            # manifest records them (and the new hash) from now on
+            log.info("%s: a store of an earlier raypipe; resuming it and recording the model's "
+                     "files", self.root)
+            old = dict(old, config_hash=config_hash)
         if old is not None and old.get("config_hash") != config_hash:
             raise StoreExistsError(_mismatch_message(self.root, old, header, config_hash))
         self.completed: dict[int, ShardRecord] = {}

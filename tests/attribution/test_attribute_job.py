@@ -37,8 +37,8 @@ def test_occlusion_equals_captum_feature_ablation(ray_local, classifier, tmp_pat
     tok = AutoTokenizer.from_pretrained(classifier)
     assert [r["doc_id"] for r in rows] == [0, 1, 3, 4, 5], "sorted, empty document skipped"
     assert {r["parameters"] for r in rows} == {
-        '{"baseline": "mask", "granularity": "word", "max_length": null, "mode": "logits", '
-        '"seed": 0, "target": "predicted"}'}
+        '{"baseline": "mask", "granularity": "word", "max_length": 128, "mode": "logits", '
+        '"seed": 0, "target": "predicted"}'}  # max_length as resolved from the model
     for row in rows:
         enc = tok(TEXTS[row["doc_id"]], return_tensors="pt")
         words = enc.word_ids()
@@ -246,18 +246,20 @@ def test_continuations_given_as_text_or_ids_and_rows_without_one(ray_local, tiny
     corpus.write_text("\n".join(lines) + "\n")
     config = AttributeConfig(model=tiny_gpt2_path, corpus=str(corpus), out=str(tmp_path / "gen"),
                              progress=False, docs_per_shard=3, method="occlusion",
-                             granularity="token", target_column="answer", baseline="pad")
+                             granularity="token", target_column="answer",
+                             baseline="mask")  # GPT-2 has no mask token: pad
     result = attribute(config)
     rows = AttributionStore(str(tmp_path / "gen")).table().to_pylist()
     assert [r["doc_id"] for r in rows] == [0, 2, 7]
     assert rows[0]["target_tokens"] == rows[1]["target_tokens"] == tok.convert_ids_to_tokens(ids)
     np.testing.assert_array_equal(rows[0]["scores"], rows[1]["scores"])  # ids = the text's ids
     assert rows[1]["target_label"] == tok.decode(ids)
+    assert _json.loads(rows[0]["parameters"])["baseline"] == "pad"
     assert result.skipped_continuations == 4 and result.unreadable == 1
     messages = dict(result.problems)
     assert set(messages) == {1, 4, 5, 6}
     assert "'answer'" in messages[1] and "array of token ids" in messages[5]
-    assert "outside the tokenizer's vocabulary" in messages[6]
+    assert "outside the model's vocabulary [0, 400)" in messages[6]
 
 
 def test_sobol_scores_each_distinct_perturbation_once_and_equals_brute_force(ray_local, classifier,

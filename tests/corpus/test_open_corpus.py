@@ -122,3 +122,18 @@ def test_a_continuation_column_may_hold_token_ids(tmp_path):
     assert [p for p, _ in read.problems] == [1, 2]
     with pytest.raises(CorpusError, match="expected string or binary"):
         open_corpus(str(tmp_path / "c.parquet"), text_column="t")
+
+
+def test_a_field_only_some_rows_lack_is_their_problem_a_field_none_has_is_an_error(tmp_path):
+    """An optional continuation column may be absent from the first row; a column no sniffed
+    row has is a typo, named with the option that gave it."""
+    import json
+
+    path = tmp_path / "c.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in
+                              [{"text": "a"}, {"text": "b", "answer": " c"}]) + "\n")
+    read = open_corpus(str(path), text_column="answer", token_ids=True,
+                       text_flag="--target-column").read_range(0, 2)
+    assert [d.text for d in read.documents] == [" c"] and [p for p, _ in read.problems] == [0]
+    with pytest.raises(CorpusError, match=r"no field 'anser'.*'text', 'answer'.*--target-column"):
+        open_corpus(str(path), text_column="anser", text_flag="--target-column")

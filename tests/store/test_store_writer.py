@@ -186,3 +186,23 @@ def test_reopening_a_store_keeps_what_the_job_learnt(tmp_path):
     # what the new run's header says wins over the old manifest
     newer = StoreWriter(str(tmp_path), header | {"model": "tiny-bert-renamed"}, "h")
     assert newer.manifest["model"] == "tiny-bert-renamed"
+
+
+def test_a_store_of_an_earlier_raypipe_resumes_and_then_records_the_model_files(tmp_path):
+    """Stores written before the model's files counted in the hash carry the hash without
+    them (legacy_hash) and no model_files: they resume, keep their shards and are stamped;
+    a store whose legacy hash differs, or that already has model files, is another job."""
+    root = str(tmp_path / "store")
+    rng = np.random.default_rng(6)
+    old = StoreWriter(root, make_header(), "legacy01")
+    table, _ = make_units(0, 3, rng)
+    old.record(write_shard(root, 0, table, doc_start=0, doc_end=3))
+    with pytest.raises(StoreExistsError):
+        StoreWriter(root, make_header() | {"model_files": "files:1"}, "new00001", legacy_hash="other000")
+    resumed = StoreWriter(root, make_header() | {"model_files": "files:1"}, "new00001",
+                          legacy_hash="legacy01")
+    assert resumed.is_complete(0)
+    manifest = json.loads((tmp_path / "store" / "manifest.json").read_text())
+    assert manifest["config_hash"] == "new00001" and manifest["model_files"] == "files:1"
+    with pytest.raises(StoreExistsError):  # stamped now: a changed model is another job
+        StoreWriter(root, make_header() | {"model_files": "files:2"}, "new00002", legacy_hash="legacy01")
