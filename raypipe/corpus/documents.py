@@ -13,8 +13,6 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 
 class CorpusError(ValueError):
     """A corpus cannot be opened or read: missing file, missing column, unknown format, ...
@@ -44,15 +42,10 @@ class Document:
 
 
 def as_token_ids(value: Any) -> tuple[int, ...] | None:
-    """``value`` as token ids when it is a sequence of integers (not booleans), else None."""
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-        return None
-    try:
-        ids = list(value)
-    except TypeError:
-        return None
-    if all(isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_)) for i in ids):
-        return tuple(int(i) for i in ids)
+    """``value`` as token ids when it is a list of integers (a parsed JSON array, a Parquet
+    ``list<int>`` cell; booleans and nulls are not ids), else None."""
+    if isinstance(value, (list, tuple)) and all(type(i) is int for i in value):
+        return tuple(value)
     return None
 
 

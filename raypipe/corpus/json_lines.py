@@ -44,7 +44,7 @@ def _parse_row(line: str, text_column: str, id_column: str | None, position: int
     if text_column not in row:
         return f"no field {text_column!r} (fields: {', '.join(map(repr, row))})"
     text = row[text_column]
-    ids = as_token_ids(text) if token_ids and isinstance(text, list) else None
+    ids = as_token_ids(text) if token_ids else None
     if not isinstance(text, str) and ids is None:
         expected = "a string or an array of token ids" if token_ids else "a string"
         return f"field {text_column!r} is a JSON {_json_type(text)}, expected {expected}"
