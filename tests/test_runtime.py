@@ -41,7 +41,7 @@ def test_a_failed_plan_raises_its_error_and_shuts_down_the_ray_it_started(tmp_pa
     assert "ray up after the error: False" in done.stdout
 
 
-def test_local_ray_caps_cpu_tasks_and_its_workers_see_the_offline_switches(ray_local):
+def test_local_ray_caps_cpu_tasks_and_its_workers_see_the_offline_switches_and_stops(ray_local):
     from raypipe.runtime import cpu_task_concurrency
 
     assert cpu_task_concurrency(1, 1.0) is None  # the session's Ray was not started by init_ray
@@ -59,11 +59,40 @@ def test_local_ray_caps_cpu_tasks_and_its_workers_see_the_offline_switches(ray_l
         seen = ray.get(ray.remote(lambda: (os.environ.get("HF_DATASETS_OFFLINE"),
                                            os.environ.get("HF_HOME"))).remote())
         print("worker env:", seen)
+        # stop_ray kills the autoscaler monitor first, then ray.shutdown stops the rest: every
+        # process of this Ray (its own and the raylet's workers and agents) must be gone
+        import time
+        from raypipe.runtime import stop_ray
+        def children(pid):
+            kids = []
+            for entry in os.listdir("/proc"):
+                try:
+                    if entry.isdigit() and open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1] == str(pid):
+                        kids.append(int(entry))
+                except OSError:
+                    pass
+            return kids
+        node = ray._private.worker._global_node
+        pids = [i.process.pid for infos in node.all_processes.values() for i in infos]
+        pids += [k for p in list(pids) for k in children(p)]
+        def alive(pid):
+            try:
+                return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+            except OSError:
+                return False
+        stop_ray()
+        deadline = time.time() + 10
+        while any(alive(p) for p in pids) and time.time() < deadline:
+            time.sleep(0.1)
+        print("processes:", len(pids), "alive after stop:", [p for p in pids if alive(p)],
+              "connected:", ray.is_initialized())
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     cap, cpus = done.stdout.split("cap:")[1].split("worker env:")[0].split("cpus:")
     assert int(cap) == max(1, int(cpus) - 1), done.stderr[-2000:]   # 2 actors x 0.5 CPU = 1 CPU
     assert "worker env: ('1', '/tmp/raypipe-test-hf-home')" in done.stdout, done.stderr[-2000:]
+    n = int(done.stdout.split("processes:")[1].split()[0])
+    assert n >= 4 and "alive after stop: [] connected: False" in done.stdout, done.stdout[-2000:]
 
 
 def test_actor_torch_threads_follow_what_the_actor_reserved(monkeypatch):

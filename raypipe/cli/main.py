@@ -367,17 +367,16 @@ def run() -> None:
     When ``main`` returns, every shard and the manifest are written, closed and renamed into
     place; a normal interpreter exit would then spend ~1.8 s (2 cores) tearing down torch,
     transformers and Ray's threads. So the output and logs are flushed, the driver leaves Ray
-    cleanly (``ray.shutdown``: a local Ray it started is stopped, a joined cluster is only
+    cleanly (``stop_ray``: a local Ray it started is stopped, a joined cluster is only
     disconnected from), and the process leaves with ``os._exit``. An exception escaping
     ``main`` takes the normal exit (with its traceback). Python callers use ``main()``, which
     returns.
     """
     code = main()
     if "ray" in sys.modules:
-        import ray
+        from raypipe.runtime import stop_ray
 
-        if ray.is_initialized():
-            ray.shutdown()
+        stop_ray()
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()
