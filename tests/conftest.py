@@ -12,6 +12,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the driver's plan cache (raypipe.extraction.plan_cache) in a folder of this run, not ~/.cache:
+# tests on the same tiny model then plan from it too, as a user's later jobs do
+os.environ.setdefault("RAYPIPE_CACHE_DIR", tempfile.mkdtemp(prefix="rp-cache-"))
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

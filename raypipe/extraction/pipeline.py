@@ -45,6 +45,7 @@ class ExtractResult(ModelStageTimes):
     shards_written: int = 0
     shards_skipped: int = 0
     wall_seconds: float = 0.0
+    plan_cached: bool = False  # the model facts came from the plan cache (see plan_cache)
     problems: list = field(default_factory=list)
     stage: StageTime = field(default_factory=StageTime, repr=False)  # the shards' busy intervals
 
@@ -89,14 +90,14 @@ def extract_activations(config: ExtractConfig) -> ExtractResult:
     """Run (or resume) an extraction job and return its summary."""
     t0 = time.perf_counter()
     # Ray starts while the plan is made; a store that turns out complete costs a Ray start.
-    plan = plan_while_ray_starts(lambda: plan_extraction(config), config.address, config.actors,
-                                 config.num_cpus)
+    plan = plan_while_ray_starts(lambda: _plan_and_import_stages(config), config.address,
+                                 config.actors, config.num_cpus)
     fingerprint = plan.corpus.describe()
     resolved = {"split_points": plan.split_points, "docs_per_shard": plan.docs_per_shard}
     writer = StoreWriter(config.out, _manifest_header(config, plan, fingerprint),
                          config.config_hash(fingerprint, resolved),
                          legacy_hash=config.config_hash(fingerprint, resolved, model_files=False))
-    result = ExtractResult(store=config.out)
+    result = ExtractResult(store=config.out, plan_cached=plan.facts_cached)
     pending = []
     for shard_id, start, stop in plan.shards:
         if writer.is_complete(shard_id):
@@ -116,13 +117,24 @@ def extract_activations(config: ExtractConfig) -> ExtractResult:
     return result
 
 
+def _plan_and_import_stages(config: ExtractConfig) -> ExtractPlan:
+    """The plan, then the pipeline's imports (Ray Data and the stage modules: ~0.7 s on 2
+    cores, none of them torch), both in the thread that runs while Ray starts: Ray's start is
+    mostly waiting for its processes, so with a cached plan the pipeline starts as soon as Ray
+    is up."""
+    plan = plan_extraction(config)
+    import ray.data  # noqa: F401
+
+    from raypipe.extraction import extract_stage, tokenize_stage  # noqa: F401
+    return plan
+
+
 def _run_pending(config: ExtractConfig, plan: ExtractPlan, writer: StoreWriter, pending: list[dict],
                  result: ExtractResult) -> None:
     import ray
     from ray.data import ActorPoolStrategy
 
-    # The stages import torch: here, not at module level, so that the driver's Ray starts
-    # while the plan thread imports it (see raypipe.granularity).
+    # imported by the plan thread while Ray started (see _plan_and_import_stages)
     from raypipe.extraction.extract_stage import CALLS_PER_ACTOR, ExtractShard
     from raypipe.extraction.tokenize_stage import tokenize_shard
 

@@ -3,14 +3,16 @@
 Split points are resolved on a weightless copy of the model (accelerate's
 ``init_empty_weights``), so a wrong split point or an unknown model fails in a second, with the
 valid choices listed, instead of after actors have loaded weights — and the driver never holds
-the weights of a large model.
+the weights of a large model. What that copy tells (``ModelFacts``) is remembered per model and
+options (see plan_cache), so a later job on the same model plans without importing torch.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raypipe.config import ConfigError, ExtractConfig
+from raypipe.config import ConfigError, ExtractConfig, model_stamp
 from raypipe.corpus import CorpusSource, open_corpus
+from raypipe.extraction.plan_cache import ModelFacts, facts_key, load_facts, save_facts
 
 
 @dataclass
@@ -24,17 +26,40 @@ class ExtractPlan:
     tokenizer_spec: dict  # backend_spec(tokenizer): what the tokenize tasks load
     shards: list[tuple[int, int, int]]  # (shard_id, doc_start, doc_end)
     docs_per_shard: int = 0  # as given, or sized from the corpus (see shard_sizing)
+    facts_cached: bool = False  # the model facts came from the plan cache
 
 
 def plan_extraction(config: ExtractConfig) -> ExtractPlan:
+    corpus = open_corpus(config.corpus, text_column=config.text_column, id_column=config.id_column,
+                         format=config.corpus_format, split=config.corpus_split)
+    n_docs = len(corpus) if config.max_docs is None else min(len(corpus), config.max_docs)
+    key = facts_key(config, model_stamp(config.model))
+    facts = load_facts(key)
+    cached = facts is not None
+    if facts is None:
+        facts = model_facts(config)
+        save_facts(key, facts)
+    step = config.docs_per_shard or _recorded_docs_per_shard(config.out) or _sized_docs_per_shard(
+        config, corpus, n_docs, facts)
+    shards = [(i, start, min(start + step, n_docs)) for i, start in enumerate(range(0, n_docs, step))]
+    return ExtractPlan(corpus, n_docs, facts.split_points, facts.max_length, config.model,
+                       facts.model_type, facts.tokenizer_spec, shards, step, facts_cached=cached)
+
+
+def model_facts(config: ExtractConfig) -> ModelFacts:
+    """Resolve and check the model-dependent settings on a weightless copy of the model.
+
+    Raises:
+        ModelLoadError: an unknown model. SplitPointError: a wrong split point (the message
+            lists the closest valid ones). ConfigError: left padding for an encoder, or a
+            ``max_length`` beyond the position table.
+    """
     from raypipe.batching.backend import backend_spec
+    from raypipe.extraction.shard_sizing import hidden_size, module_width
     from raypipe.models import resolve_split_points
     from raypipe.models.loading import is_causal_config
     from raypipe.models.meta_model import load_meta_model
 
-    corpus = open_corpus(config.corpus, text_column=config.text_column, id_column=config.id_column,
-                         format=config.corpus_format, split=config.corpus_split)
-    n_docs = len(corpus) if config.max_docs is None else min(len(corpus), config.max_docs)
     meta, tokenizer = load_meta_model(config.model, auto_class=config.auto_class,
                                       trust_remote_code=config.trust_remote_code)
     split_points = resolve_split_points(meta, config.split_points)
@@ -46,11 +71,11 @@ def plan_extraction(config: ExtractConfig) -> ExtractPlan:
     max_length = resolve_max_length(config.max_length, meta, tokenizer)
     if config.max_length is None and config.max_length_cap is not None:
         max_length = min(max_length, config.max_length_cap)
-    step = config.docs_per_shard or _recorded_docs_per_shard(config.out) or _sized_docs_per_shard(
-        config, corpus, n_docs, meta, tokenizer, split_points, max_length)
-    shards = [(i, start, min(start + step, n_docs)) for i, start in enumerate(range(0, n_docs, step))]
-    return ExtractPlan(corpus, n_docs, split_points, max_length, config.model,
-                       getattr(meta.config, "model_type", "?"), backend_spec(tokenizer), shards, step)
+    width = hidden_size(meta.config)
+    row_width = sum(module_width(meta.get_submodule(p), width) for p in split_points)
+    return ModelFacts(split_points=split_points, model_type=getattr(meta.config, "model_type", "?"),
+                      max_length=max_length, tokenizer_spec=backend_spec(tokenizer),
+                      row_width=row_width)
 
 
 def _recorded_docs_per_shard(out: str) -> int | None:
@@ -67,12 +92,12 @@ def _recorded_docs_per_shard(out: str) -> int | None:
     return value if isinstance(value, int) and value > 0 else None
 
 
-def _sized_docs_per_shard(config: ExtractConfig, corpus, n_docs: int, meta, tokenizer,
-                          split_points: list[str], max_length: int) -> int:
-    """``docs_per_shard`` from a tokenized sample of the corpus (see shard_sizing)."""
+def _sized_docs_per_shard(config: ExtractConfig, corpus, n_docs: int, facts: ModelFacts) -> int:
+    """``docs_per_shard`` from a sample of the corpus, tokenized as the tokenize tasks will
+    (see shard_sizing)."""
     from raypipe.batching import tokenize_documents
-    from raypipe.extraction.shard_sizing import (docs_per_shard, hidden_size, module_width,
-                                                 sample_ranges)
+    from raypipe.batching.backend import BackendTokenizer
+    from raypipe.extraction.shard_sizing import docs_per_shard, sample_ranges
     from raypipe.granularity import Granularity
     from raypipe.store.layout import check_dtype
 
@@ -80,17 +105,16 @@ def _sized_docs_per_shard(config: ExtractConfig, corpus, n_docs: int, meta, toke
     if not ranges:
         return 1
     granularity = Granularity.parse(config.granularity)
+    tokenizer = BackendTokenizer.from_spec(facts.tokenizer_spec)
     docs = tokens = rows = 0
     for start, stop in ranges:
         read = corpus.read_range(start, stop)
-        tokenized, _ = tokenize_documents(read.documents, tokenizer, max_length=max_length,
+        tokenized, _ = tokenize_documents(read.documents, tokenizer, max_length=facts.max_length,
                                           overflow=config.overflow, granularity=granularity)
         docs += stop - start
         tokens += sum(d.n_tokens for d in tokenized)
         rows += sum(len(d.units.members) for d in tokenized)
-    width = hidden_size(meta.config)
-    row_bytes = check_dtype(config.store_dtype)[0] * sum(
-        module_width(meta.get_submodule(p), width) for p in split_points)
+    row_bytes = check_dtype(config.store_dtype)[0] * facts.row_width
     return docs_per_shard(n_docs, tokens / docs, rows / docs, row_bytes, config.actors)
 
 

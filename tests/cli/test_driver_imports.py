@@ -11,7 +11,8 @@ import sys
 
 DRIVER_MODULES = [
     "raypipe", "raypipe.cli.main", "raypipe.config", "raypipe.store", "raypipe.granularity",
-    "raypipe.extraction.pipeline", "raypipe.extraction.report", "raypipe.attribution.pipeline",
+    "raypipe.extraction.pipeline", "raypipe.extraction.report", "raypipe.extraction.plan",
+    "raypipe.extraction.extract_stage", "raypipe.extraction.tokenize_stage", "ray.data", "raypipe.attribution.pipeline",
     "raypipe.attribution.config", "raypipe.mining", "raypipe.concepts.fit_config",
     "raypipe.interpretation.interpret_config", "raypipe.runtime",
 ]
