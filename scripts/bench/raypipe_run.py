@@ -28,20 +28,23 @@ class RaypipeRun:
     model_seconds: float = 0.0         # from the manifest summary
     model_tokens_per_second: float = 0.0
     job_wall_seconds: float = 0.0      # the job's own wall time (after imports)
+    plan_cached: bool | None = None    # the driver planned from the plan cache
     printed_model_tokens_per_second: float | None = None
     error: str = ""
     command: list = field(default_factory=list)
 
 
-def raypipe_env(tmp: Path) -> dict:
+def raypipe_env(tmp: Path, plan_cache: str = "off") -> dict:
+    """``plan_cache``: the job's RAYPIPE_CACHE_DIR (``off``: plan as a first job on a model)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", RAY_AUTH_MODE="disabled",
-               RAY_TMPDIR=str(tmp))
+               RAY_TMPDIR=str(tmp), RAYPIPE_CACHE_DIR=plan_cache)
     env.pop("RAY_ADDRESS", None)  # always a fresh local Ray: start-up is part of what is timed
     return env
 
 
 def run_raypipe(raypipe: Path, model: str, corpus: Path, split: str, out: Path, threads: int,
-                tmp: Path, extra: list[str] = (), timeout: float = 3600) -> RaypipeRun:
+                tmp: Path, extra: list[str] = (), timeout: float = 3600,
+                plan_cache: str = "off") -> RaypipeRun:
     """One fresh job (``out`` must not exist, or raypipe would resume it)."""
     cmd = [str(raypipe), "extract", "--model", model, "--corpus", str(corpus),
            "--split-points", split, "--granularity", "token", "--out", str(out),
@@ -50,7 +53,7 @@ def run_raypipe(raypipe: Path, model: str, corpus: Path, split: str, out: Path, 
     t0 = time.perf_counter()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              env=raypipe_env(tmp), cwd=str(tmp))
+                              env=raypipe_env(tmp, plan_cache), cwd=str(tmp))
     except subprocess.TimeoutExpired:
         run.error = f"timed out after {timeout:.0f} s"
         return run
@@ -80,6 +83,7 @@ def _read_manifest(run: RaypipeRun, out: Path) -> RaypipeRun:
     run.model_seconds = float(summary.get("model_seconds", 0.0))
     run.job_wall_seconds = float(summary.get("wall_seconds", 0.0))
     run.model_tokens_per_second = float(summary.get("model_tokens_per_second", 0.0))
+    run.plan_cached = summary.get("plan_cached")
     run.ok = run.tokens > 0 and run.model_seconds > 0
     if not run.ok:
         run.error = f"manifest summary has no tokens/model time: {summary}"

@@ -86,6 +86,9 @@ def compute_ratios(lines: dict[str, Line]) -> list[Ratio]:
               "raypipe saving (end to end) / ideal saving"),
         Ratio("interpreto / raypipe, split 1", _div(interp, rp1), 1.5,
               "interpreto get_activations seconds / raypipe end-to-end seconds at split 1"),
+        Ratio("interpreto / raypipe, split 1, no plan cache",
+              _div(interp, _seconds(lines, "raypipe_block1_cold")), None,
+              "the same with RAYPIPE_CACHE_DIR=off: raypipe's first job on a model"),
         Ratio("interpreto whole process / raypipe, split 1", _div(interp_load, rp1), None,
               "(interpreto imports + model load + get_activations) / raypipe end-to-end seconds "
               "at split 1 (both whole processes)"),
