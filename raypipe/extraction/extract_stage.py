@@ -23,7 +23,6 @@ import json
 import pickle
 import time
 from dataclasses import asdict
-
 from typing import TYPE_CHECKING
 
 import numpy as np

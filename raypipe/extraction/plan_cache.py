@@ -6,8 +6,8 @@ moment Ray is starting and the model actor is importing the same libraries. A us
 jobs on one model (other corpora, other granularities, a resumed store); from the second on,
 the model facts the plan needs (resolved split points, model type, maximum length, the Rust
 tokenizer, the stored row width) are read from one small JSON file instead, and the driver
-never imports torch to plan. Measured on all of rt-polarity at split 1 (MiniLM, 2 cores): the
-job is ~4.5 s shorter end to end (scripts/BENCHMARKS.md).
+never imports torch to plan. Measured on all of rt-polarity at split 1 (MiniLM, 2 cores, 4
+alternating pairs): 1.7-4.8 s shorter end to end, median 3.3 (scripts/BENCHMARKS.md).
 
 An entry is keyed by everything the facts depend on: the model's files by content
 (``model_stamp``: a retrained or replaced model is another key), the options that change the
@@ -42,7 +42,7 @@ FORMAT = 1  # bump when ModelFacts or what it is computed from changes meaning
 
 @dataclass(frozen=True)
 class ModelFacts:
-    """The model-dependent part of an extraction plan (see ``plan._model_facts``)."""
+    """The model-dependent part of an extraction plan (see ``plan.model_facts``)."""
 
     split_points: list[str]  # resolved module paths, in named_modules order
     model_type: str
@@ -88,6 +88,7 @@ def load_facts(key: str | None) -> ModelFacts | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         facts = ModelFacts(**data)
+        _check(facts)
     except FileNotFoundError:
         return None
     except (OSError, ValueError, TypeError) as err:  # a torn or foreign file: plan afresh
@@ -110,11 +111,22 @@ def save_facts(key: str | None, facts: ModelFacts) -> None:
             json.dump(asdict(facts), fh)
         os.replace(tmp, folder / f"{key}.json")
         tmp = None
-    except OSError as err:
+    except (OSError, TypeError, ValueError) as err:
         log.debug("plan cache not written (%s): %s", folder, err)
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _check(facts: ModelFacts) -> None:
+    """Raise ValueError unless ``facts`` has the shape ``plan.model_facts`` gives."""
+    if not (isinstance(facts.split_points, list) and facts.split_points
+            and all(isinstance(p, str) for p in facts.split_points)
+            and isinstance(facts.model_type, str)
+            and isinstance(facts.max_length, int) and facts.max_length > 0
+            and isinstance(facts.tokenizer_spec, dict) and "json" in facts.tokenizer_spec
+            and isinstance(facts.row_width, int) and facts.row_width >= 0):
+        raise ValueError("entry does not hold model facts")
 
 
 def _version(package: str) -> str:

@@ -76,10 +76,13 @@ def test_errors_are_never_cached(tiny_gpt2_path, tmp_path, cache):
 def test_a_torn_entry_is_ignored_and_replaced(tiny_gpt2_path, tmp_path, cache):
     plan_extraction(config(tiny_gpt2_path, tmp_path))
     (entry,) = cache.glob("*.json")
-    entry.write_text('{"split_points": ["transformer.h')
-    plan = plan_extraction(config(tiny_gpt2_path, tmp_path))
-    assert not plan.facts_cached and plan.split_points == ["transformer.h.2"]
-    assert json.loads(entry.read_text())["split_points"] == ["transformer.h.2"]
+    good = json.loads(entry.read_text())
+    for bad in ('{"split_points": ["transformer.h', json.dumps(dict(good, max_length="512")),
+                json.dumps(dict(good, split_points=[])), json.dumps(dict(good, extra=1))):
+        entry.write_text(bad)
+        plan = plan_extraction(config(tiny_gpt2_path, tmp_path))
+        assert not plan.facts_cached and plan.split_points == ["transformer.h.2"]
+        assert json.loads(entry.read_text()) == good
 
 
 def test_the_cache_can_be_turned_off_and_skips_remote_code(tiny_gpt2_path, tmp_path, monkeypatch):
