@@ -149,20 +149,15 @@ def measure_plain(args: argparse.Namespace, model_dir: str,
 def warm_plan_cache(model_dir: str, corpus: Path, splits: list[str], cache: Path) -> None:
     """Plan each split into ``cache`` in this process, as any earlier job on the model would
     have: the timed jobs then plan from the cache, as a user's jobs after the first do."""
+    from unittest import mock
+
     from raypipe.config import ExtractConfig
     from raypipe.extraction.plan import plan_extraction
 
-    before = os.environ.get("RAYPIPE_CACHE_DIR")
-    os.environ["RAYPIPE_CACHE_DIR"] = str(cache)
-    try:
+    with mock.patch.dict(os.environ, RAYPIPE_CACHE_DIR=str(cache)):
         for split in splits:
             plan_extraction(ExtractConfig(model=model_dir, corpus=str(corpus), split_points=split,
                                           granularity="token", out=str(cache / "unused")))
-    finally:
-        if before is None:
-            os.environ.pop("RAYPIPE_CACHE_DIR")
-        else:
-            os.environ["RAYPIPE_CACHE_DIR"] = before
 
 
 def measure_raypipe(args: argparse.Namespace, model_dir: str, corpus: Path, tmp: Path,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from raypipe import __version__
 from raypipe.busy_time import ModelStageTimes, StageTime
-from raypipe.config import ExtractConfig, model_stamp
+from raypipe.config import ExtractConfig
 from raypipe.extraction.plan import ExtractPlan, plan_extraction
 from raypipe.runtime import (cpu_task_concurrency, fault_hook_args, init_ray,
                              plan_while_ray_starts, progress_bar, quiet_ray_data)
@@ -187,7 +187,7 @@ def _manifest_header(config: ExtractConfig, plan: ExtractPlan, fingerprint: dict
     return {
         "raypipe_version": __version__,
         "model": config.model,
-        "model_files": model_stamp(config.model),  # also in the config hash (see model_stamp)
+        "model_files": plan.model_files,  # also in the config hash (see model_stamp)
         "model_type": plan.model_type,
         "tokenizer": plan.tokenizer_name,
         "split_points": plan.split_points,

@@ -27,13 +27,15 @@ class ExtractPlan:
     shards: list[tuple[int, int, int]]  # (shard_id, doc_start, doc_end)
     docs_per_shard: int = 0  # as given, or sized from the corpus (see shard_sizing)
     facts_cached: bool = False  # the model facts came from the plan cache
+    model_files: str | None = None  # model_stamp(model), read once for the cache key and manifest
 
 
 def plan_extraction(config: ExtractConfig) -> ExtractPlan:
     corpus = open_corpus(config.corpus, text_column=config.text_column, id_column=config.id_column,
                          format=config.corpus_format, split=config.corpus_split)
     n_docs = len(corpus) if config.max_docs is None else min(len(corpus), config.max_docs)
-    key = facts_key(config, model_stamp(config.model))
+    stamp = model_stamp(config.model)
+    key = facts_key(config, stamp)
     facts = load_facts(key)
     cached = facts is not None
     if facts is None:
@@ -43,7 +45,8 @@ def plan_extraction(config: ExtractConfig) -> ExtractPlan:
         config, corpus, n_docs, facts)
     shards = [(i, start, min(start + step, n_docs)) for i, start in enumerate(range(0, n_docs, step))]
     return ExtractPlan(corpus, n_docs, facts.split_points, facts.max_length, config.model,
-                       facts.model_type, facts.tokenizer_spec, shards, step, facts_cached=cached)
+                       facts.model_type, facts.tokenizer_spec, shards, step, facts_cached=cached,
+                       model_files=stamp)
 
 
 def model_facts(config: ExtractConfig) -> ModelFacts:
