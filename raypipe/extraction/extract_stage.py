@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from raypipe.batching.packed_docs import unpack_documents
 from raypipe.busy_time import BusyClock
 from raypipe.config import ExtractConfig
 from raypipe.granularity import Aggregation
@@ -133,7 +134,7 @@ class ExtractShard:
 
     def _process(self, shard: dict):
         t0 = time.perf_counter()
-        table, t_forward = self._shard_table(shard["docs"])
+        table, t_forward = self._shard_table(unpack_documents(shard["docs"]))
         stats = dict(shard["stats"], units=table.num_rows, forward_seconds=t_forward,
                      hidden_sizes=self.model.hidden_sizes,
                      shard_seconds=time.perf_counter() - t0, problems=shard["problems"])

@@ -1,7 +1,9 @@
 """Stage 1 (CPU tasks): read one shard's documents and tokenize them.
 
 The output row carries the shard as one pickled payload: the model stage needs whole shards,
-because a shard is the unit that is written, committed and resumed.
+because a shard is the unit that is written, committed and resumed. Its documents travel as
+columns (``raypipe.batching.packed_docs``), which the model actor unpickles with far less
+Python work than the documents themselves.
 
 The tasks tokenize with the Rust tokenizer alone (``BackendTokenizer``, shipped by the driver
 as JSON): a worker that imported transformers' tokenizer would also import torch, ~2 s of CPU
@@ -15,6 +17,7 @@ import numpy as np
 
 from raypipe.batching import tokenize_documents
 from raypipe.batching.backend import BackendTokenizer
+from raypipe.batching.packed_docs import pack_documents
 from raypipe.corpus import CorpusSource
 from raypipe.granularity import Granularity
 
@@ -35,6 +38,6 @@ def tokenize_shard(batch: dict[str, np.ndarray], *, corpus: CorpusSource, tokeni
         counters["unreadable"] = len(read.problems)
         payloads.append(pickle.dumps({
             "shard_id": int(shard_id), "doc_start": int(start), "doc_end": int(stop),
-            "docs": docs, "stats": counters, "problems": read.problems[:100],
+            "docs": pack_documents(docs), "stats": counters, "problems": read.problems[:100],
         }, protocol=pickle.HIGHEST_PROTOCOL))
     return {"shard_id": np.asarray(batch["shard_id"]), "payload": np.asarray(payloads, dtype=object)}

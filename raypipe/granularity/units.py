@@ -72,9 +72,12 @@ class Units:
     """(u,) int64."""
 
     def __post_init__(self) -> None:
+        self._check(len(self.members))
+
+    def _check(self, u: int) -> None:
+        """``u`` units: the other fields must agree; the spans become (u,) int64 arrays."""
         starts = np.asarray(self.char_start, dtype=np.int64).reshape(-1)
         ends = np.asarray(self.char_end, dtype=np.int64).reshape(-1)
-        u = len(self.members)
         if len(self.text) != u or starts.shape[0] != u or ends.shape[0] != u:
             raise ValueError(
                 f"Units fields disagree on the number of units: members {u}, text {len(self.text)}, "
@@ -84,7 +87,17 @@ class Units:
         object.__setattr__(self, "char_end", ends)
 
     def __len__(self) -> int:
-        return len(self.members)
+        return len(self.text)
+
+    def __getattr__(self, name: str):
+        # Only reached when ``members`` was never set: Units made by ``from_packed`` split their
+        # flat array into one view per unit on first use (most users only need ``packed``).
+        if name == "members" and "_packed" in self.__dict__:
+            flat, sizes = self.__dict__["_packed"]
+            members = np.split(flat, np.cumsum(sizes)[:-1]) if len(sizes) else []
+            object.__setattr__(self, "members", members)
+            return members
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def packed(self) -> tuple[np.ndarray, np.ndarray]:
         """Every unit's members in one int64 array, and each unit's member count: ``(m,)``, ``(u,)``.
@@ -106,16 +119,23 @@ class Units:
     @classmethod
     def from_packed(cls, flat: np.ndarray, sizes: np.ndarray, text: list[str],
                     char_start: np.ndarray, char_end: np.ndarray) -> "Units":
-        """Units whose members are consecutive runs of ``flat``, ``sizes[i]`` long for unit i."""
+        """Units whose members are consecutive runs of ``flat``, ``sizes[i]`` long for unit i.
+
+        ``members`` is made from ``flat`` on first use only: the model actors rebuild every
+        document's units from a shard's columns (``raypipe.batching.packed_docs``) and never
+        need one array per unit (15k-67k of them per shard, ~0.05 s).
+        """
         flat = np.asarray(flat, dtype=np.int64).reshape(-1)
         sizes = np.asarray(sizes, dtype=np.int64).reshape(-1)
         if int(sizes.sum()) != flat.size:
             raise ValueError(f"packed units: sizes add up to {int(sizes.sum())} members but "
                              f"flat holds {flat.size}")
-        ends = np.cumsum(sizes).tolist()
-        starts = [0, *ends[:-1]]
-        units = cls([flat[a:b] for a, b in zip(starts, ends)], text, char_start, char_end)
+        units = object.__new__(cls)
+        object.__setattr__(units, "text", text)
+        object.__setattr__(units, "char_start", char_start)
+        object.__setattr__(units, "char_end", char_end)
         _set_packed(units, flat, sizes)
+        units._check(len(sizes))
         return units
 
     def __reduce__(self):

@@ -103,7 +103,7 @@ out = tokenize_shard({{"shard_id": np.array([0]), "doc_start": np.array([0]), "d
                      corpus=corpus, tokenizer=json.load(open({str(spec_file)!r})), max_length=64,
                      overflow="truncate", granularity="word")
 shard = pickle.loads(out["payload"][0])
-print(len(shard["docs"]), shard["stats"]["skipped_empty"], "torch" in sys.modules, "transformers" in sys.modules)
+print(len(shard["docs"]["doc_id"]), shard["stats"]["skipped_empty"], "torch" in sys.modules, "transformers" in sys.modules)
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)

@@ -127,6 +127,19 @@ def test_packed_of_hand_built_units_and_its_errors():
     assert flat.tolist() == [3, 1, 2] and flat.dtype == np.int64 and sizes.tolist() == [2, 1]
     with pytest.raises(ValueError, match="sizes add up to 2 members but flat holds 3"):
         Units.from_packed(np.arange(3), np.array([1, 1]), ["a", "b"], [0, 0], [1, 1])
+    with pytest.raises(ValueError, match="members 2, text 1"):
+        Units.from_packed(np.arange(3), np.array([2, 1]), ["a"], [0, 0], [1, 1])
+
+
+def test_units_from_packed_make_their_members_on_first_use():
+    units = Units.from_packed(np.array([4, 5, 7]), np.array([2, 1]), ["ab", "c"], [0, 3], [2, 4])
+    assert len(units) == 2 and "members" not in units.__dict__  # not made yet
+    assert [m.tolist() for m in units.members] == [[4, 5], [7]]
+    assert units.members is units.members  # made once, then kept
+    empty = Units.from_packed(np.zeros(0), np.zeros(0), [], [], [])
+    assert len(empty) == 0 and empty.members == []
+    with pytest.raises(AttributeError, match="no attribute 'nembers'"):
+        units.nembers  # noqa: B018
 
 
 def test_concatenate_units_offsets_each_document():
