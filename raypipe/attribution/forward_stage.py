@@ -23,6 +23,7 @@ from raypipe.batching import pad_batch, plan_micro_batches, resolve_batch_tokens
 from raypipe.batching.token_budget import GPU_BATCH_TOKENS, GRADIENT_GPU_BATCH_TOKENS
 from raypipe.config import ConfigError
 from raypipe.extraction.forward import pad_token_id
+from raypipe.frozen_heap import loading_frozen_heap
 from raypipe.granularity import aggregate
 from raypipe.runtime import actor_lanes, actor_torch_threads, maybe_die
 from raypipe.torch_thread import TorchLanes, TorchThread
@@ -61,7 +62,8 @@ class ScoreShard:
         self.config = AttributeConfig(**config)
         # model load, forwards and gradients on the lanes, this thread first (raypipe.torch_thread)
         self._torch = TorchThread()
-        self._torch.run(self._load)
+        with loading_frozen_heap():  # see raypipe.frozen_heap
+            self._torch.run(self._load)
         self._lanes = TorchLanes(self._torch, len(self.models), self._threads_per_lane)
 
     def _load(self) -> None:

@@ -30,6 +30,7 @@ import numpy as np
 from raypipe.batching.packed_docs import unpack_documents
 from raypipe.busy_time import BusyClock
 from raypipe.config import ExtractConfig
+from raypipe.frozen_heap import loading_frozen_heap
 from raypipe.granularity import Aggregation
 from raypipe.runtime import actor_lanes, actor_torch_threads, maybe_die
 from raypipe.store import build_shard_table, write_shard
@@ -55,7 +56,8 @@ class ExtractShard:
         # on the lanes, this thread first (see raypipe.torch_thread); Ray's call threads write
         # and checksum
         self._torch = TorchThread()
-        self._torch.run(self._load)
+        with loading_frozen_heap():  # imports and load: ~0.7 s less (see raypipe.frozen_heap)
+            self._torch.run(self._load)
         self._lanes = TorchLanes(self._torch, len(self.models), self._threads_per_lane)
         self._busy = BusyClock()
 

@@ -137,6 +137,7 @@ class ConceptGradientShard:
     def __init__(self, config: dict, corpus, split_point: str, max_length: int) -> None:
         import transformers
 
+        from raypipe.frozen_heap import loading_frozen_heap
         from raypipe.torch_thread import TorchThread
 
         transformers.logging.disable_progress_bar()
@@ -146,7 +147,8 @@ class ConceptGradientShard:
         self.max_length = max_length
         # model load and every shard's gradients on one thread (see raypipe.torch_thread)
         self._torch = TorchThread()
-        self._torch.run(self._load)
+        with loading_frozen_heap():  # see raypipe.frozen_heap
+            self._torch.run(self._load)
 
     def _load(self) -> None:
         import torch
