@@ -56,7 +56,7 @@ class ExtractShard:
         # on the lanes, this thread first (see raypipe.torch_thread); Ray's call threads write
         # and checksum
         self._torch = TorchThread()
-        with loading_frozen_heap():  # imports and load: ~0.7 s less (see raypipe.frozen_heap)
+        with loading_frozen_heap():  # imports and load: ~1 s less (see raypipe.frozen_heap)
             self._torch.run(self._load)
         self._lanes = TorchLanes(self._torch, len(self.models), self._threads_per_lane)
         self._busy = BusyClock()
