@@ -207,6 +207,9 @@ def _content_digest(path: Path) -> bytes:
 CORPUS_IDENTITY = frozenset({"corpus", "corpus_split"})
 
 
+_NOT_GIVEN = object()
+
+
 def config_hash(config: dict, corpus_fingerprint: dict | None = None,
                 resolved: dict | None = None, *, model_files: bool = True) -> str:
     """What decides a store's content, hashed: a re-run with the same hash resumes the store.
@@ -215,9 +218,12 @@ def config_hash(config: dict, corpus_fingerprint: dict | None = None,
     ``resolved`` replaces fields by what the plan resolved them to (split points ``[1]``,
     ``[-5]`` and ``["encoder.layer.1"]`` of a 6-block model are one split point); a model given
     as a local folder counts by its real path (``./m``, ``m``, ``/abs/m``) and every model by
-    its files (`model_stamp`); ``model_files=False`` gives the hash of stores written before
-    raypipe recorded them (StoreWriter still resumes those).
+    its files (`model_stamp`, or ``resolved["model_files"]`` when the caller already read
+    them); ``model_files=False`` gives the hash of stores written before raypipe recorded them
+    (StoreWriter still resumes those).
     """
+    resolved = dict(resolved or {})
+    stamp = resolved.pop("model_files", _NOT_GIVEN)
     fields = {k: v for k, v in config.items() if k not in RUNTIME_ONLY}
     if corpus_fingerprint:
         fields = {k: v for k, v in fields.items() if k not in CORPUS_IDENTITY}
@@ -225,8 +231,8 @@ def config_hash(config: dict, corpus_fingerprint: dict | None = None,
     if isinstance(model, str) and model and os.path.isdir(model):
         fields["model"] = os.path.realpath(model)
     if model_files and isinstance(model, str) and model:
-        fields["model_files"] = model_stamp(model)
-    fields.update(resolved or {})
+        fields["model_files"] = model_stamp(model) if stamp is _NOT_GIVEN else stamp
+    fields.update(resolved)
     payload = {"config": fields, "corpus": corpus_fingerprint or {}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -93,7 +93,8 @@ def extract_activations(config: ExtractConfig) -> ExtractResult:
     plan = plan_while_ray_starts(lambda: _plan_and_import_stages(config), config.address,
                                  config.actors, config.num_cpus)
     fingerprint = plan.corpus.describe()
-    resolved = {"split_points": plan.split_points, "docs_per_shard": plan.docs_per_shard}
+    resolved = {"split_points": plan.split_points, "docs_per_shard": plan.docs_per_shard,
+                "model_files": plan.model_files}  # the plan read the model's files once
     writer = StoreWriter(config.out, _manifest_header(config, plan, fingerprint),
                          config.config_hash(fingerprint, resolved),
                          legacy_hash=config.config_hash(fingerprint, resolved, model_files=False))
