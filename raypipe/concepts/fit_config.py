@@ -5,7 +5,8 @@ import dataclasses
 from dataclasses import dataclass
 
 from raypipe.concepts.methods import ALL_METHODS, SAE_METHODS
-from raypipe.config import ConfigError, _opt, require_at_least_one, require_fields
+from raypipe.config import (ConfigError, _opt, paths_as_strings, require_at_least_one,
+                            require_fields)
 
 
 @dataclass
@@ -37,6 +38,7 @@ class FitConfig:
     progress: bool = _opt(True, "show a progress bar")
 
     def __post_init__(self) -> None:
+        paths_as_strings(self)
         require_fields(self, "store", "out")
         try:
             from raypipe.concepts.methods import check_method

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from raypipe.config import (RUNTIME_ONLY, ConfigError, _opt, model_stamp, require_at_least_one,
-                            require_fields)
+from raypipe.config import (RUNTIME_ONLY, ConfigError, _opt, model_stamp, paths_as_strings,
+                            require_at_least_one, require_fields)
 
 log = logging.getLogger("raypipe.concept_gradients")
 
@@ -69,6 +69,7 @@ class ConceptGradientConfig:
     progress: bool = _opt(True, "show a progress bar")
 
     def __post_init__(self) -> None:
+        paths_as_strings(self)
         from raypipe.attribution.scoring import MODES
 
         require_fields(self, "model", "corpus", "concepts", "out")

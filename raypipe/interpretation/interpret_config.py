@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from raypipe.config import ConfigError, _opt, require_at_least_one, require_fields
+from raypipe.config import (ConfigError, _opt, paths_as_strings, require_at_least_one,
+                            require_fields)
 
 
 @dataclass
@@ -22,6 +23,7 @@ class InterpretConfig:
     progress: bool = _opt(True, "show a progress bar")
 
     def __post_init__(self) -> None:
+        paths_as_strings(self)
         require_fields(self, "store", "concepts", "out")
         require_at_least_one(self, "top_k", "batch_size")
         if self.context < 0:
