@@ -18,7 +18,9 @@ tokens, special tokens included, truncated to the model's 512):
 4. raypipe end to end at ``--split-points 1`` (after the second of six blocks), with the plan
    cache warm, and again with it off (``RAYPIPE_CACHE_DIR=off``: the first job on a model).
 5. interpreto ``get_activations`` at ``encoder.layer.1``, TOKEN granularity, in a side venv
-   (interpreto needs nnsight<0.8), model load timed separately.
+   (interpreto needs nnsight<0.8), model load timed separately, at the batch size a quick
+   check finds fastest (16, 32, 64 or 128 on 1,000 texts; its own default is 1), as the plain
+   loop gets its best batching.
 6. an estimate of the least a Ray-based extraction that writes its rows takes
    (``bench/ray_floor.py``): a bare Ray job that only starts Ray and loads the model in one
    actor, plus the plain loop after block 1, plus writing the split-1 token rows as Parquet
@@ -68,6 +70,7 @@ from bench.report import Line, compute_ratios, markdown_table, text_table  # noq
 
 DATA = Path("/work/shared/data/rt-polarity")
 INTERPRETO_VENV = ROOT / ".bench" / "interpreto-venv"
+INTERPRETO_BATCH_CANDIDATES = (16, 32, 64, 128)
 INTERPRETO_SPLIT = "encoder.layer.1"
 BATCH_CANDIDATES = [("budget", 4096), ("budget", 8192), ("budget", 16384), ("fixed", 32),
                     ("fixed", 64)]
@@ -87,7 +90,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the raypipe CLI (default: next to this Python)")
     p.add_argument("--interpreto-venv", type=Path, default=INTERPRETO_VENV,
                    help=f"side venv for interpreto (default {INTERPRETO_VENV})")
-    p.add_argument("--interpreto-batch-size", type=int, default=64)
+    p.add_argument("--interpreto-batch-size", type=int, default=None,
+                   help="interpreto's batch size (default: the fastest of "
+                        f"{','.join(map(str, INTERPRETO_BATCH_CANDIDATES))} on 1,000 texts, "
+                        "checked first, as the plain loop's batching is)")
     p.add_argument("--repeat", type=int, default=1,
                    help="measure every line N times (paired lines alternate) and keep the best; "
                         "use 2-3 when other work shares the machine (default 1)")
@@ -231,14 +237,29 @@ def measure_interpreto(args: argparse.Namespace, model_dir: str, corpus: Path,
     if problem:
         log(f"interpreto skipped: {problem}")
         return [], {"skipped": problem}
-    cmd = [str(venv_python(args.interpreto_venv)), str(HERE / "bench" / "interpreto_job.py"),
-           "--model", model_dir, "--corpus", str(corpus), "--split", INTERPRETO_SPLIT,
-           "--batch-size", str(args.interpreto_batch_size), "--threads", str(args.threads)]
+    base = [str(venv_python(args.interpreto_venv)), str(HERE / "bench" / "interpreto_job.py"),
+            "--model", model_dir, "--corpus", str(corpus), "--split", INTERPRETO_SPLIT,
+            "--threads", str(args.threads)]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    batch_size, check = args.interpreto_batch_size, None
+    if batch_size is None:  # interpreto gets its fastest batch size, as the plain loop does
+        done = subprocess.run(base + ["--check-batch-sizes",
+                                      ",".join(map(str, INTERPRETO_BATCH_CANDIDATES))],
+                              capture_output=True, text=True, timeout=3600, env=env)
+        if done.returncode != 0:
+            tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+            log(f"interpreto FAILED: {tail}")
+            return [], {"failed": tail}
+        check = json.loads(done.stdout.strip().splitlines()[-1])
+        batch_size = check["best_batch_size"]
+        shown = ", ".join(f"{b}: {t:.2f}s" for b, t in check["timings"].items())
+        log(f"interpreto batch size check on {check['texts']} texts (best of 2): {shown} "
+            f"-> {batch_size}")
+    cmd = base + ["--batch-size", str(batch_size)]
     results = []
     for i in range(args.repeat):
         log(f"interpreto get_activations at {INTERPRETO_SPLIT} (round {i + 1}/{args.repeat}) ...")
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=7200,
-                              env=dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"))
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=7200, env=env)
         if done.returncode != 0:
             tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
             log(f"interpreto FAILED: {tail}")
@@ -248,11 +269,12 @@ def measure_interpreto(args: argparse.Namespace, model_dir: str, corpus: Path,
             f"{results[-1]['load_seconds']:.1f} s, get_activations "
             f"{results[-1]['call_seconds']:.1f} s, {results[-1]['rows']} token rows "
             f"(load average {load_now()})")
-    result = dict(min(results, key=lambda r: r["call_seconds"]), runs=results)
+    result = dict(min(results, key=lambda r: r["call_seconds"]), runs=results,
+                  batch_size_check=check)
     for key in ("import_seconds", "load_seconds"):
         result[key] = min(r[key] for r in results)
     busy = load_now()
-    lines = [Line("interpreto_block1", "interpreto get_activations, split 1",
+    lines = [Line("interpreto_block1", f"interpreto get_activations, split 1, batch {batch_size}",
                   result["call_seconds"], tokens, load_avg=busy),
              Line("interpreto_block1_with_load", "interpreto imports + load + call, split 1",
                   result["import_seconds"] + result["load_seconds"] + result["call_seconds"],
