@@ -241,30 +241,32 @@ def measure_interpreto(args: argparse.Namespace, model_dir: str, corpus: Path,
             "--model", model_dir, "--corpus", str(corpus), "--split", INTERPRETO_SPLIT,
             "--threads", str(args.threads)]
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    batch_size, check = args.interpreto_batch_size, None
-    if batch_size is None:  # interpreto gets its fastest batch size, as the plain loop does
-        done = subprocess.run(base + ["--check-batch-sizes",
-                                      ",".join(map(str, INTERPRETO_BATCH_CANDIDATES))],
-                              capture_output=True, text=True, timeout=3600, env=env)
+
+    def run_job(extra: list[str]) -> dict:
+        """interpreto_job.py with ``extra`` flags: its JSON line, or {"failed": its last lines}."""
+        done = subprocess.run(base + extra, capture_output=True, text=True, timeout=7200, env=env)
         if done.returncode != 0:
             tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
             log(f"interpreto FAILED: {tail}")
-            return [], {"failed": tail}
-        check = json.loads(done.stdout.strip().splitlines()[-1])
+            return {"failed": tail}
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    batch_size, check = args.interpreto_batch_size, None
+    if batch_size is None:  # interpreto gets its fastest batch size, as the plain loop does
+        check = run_job(["--check-batch-sizes", ",".join(map(str, INTERPRETO_BATCH_CANDIDATES))])
+        if "failed" in check:
+            return [], check
         batch_size = check["best_batch_size"]
         shown = ", ".join(f"{b}: {t:.2f}s" for b, t in check["timings"].items())
         log(f"interpreto batch size check on {check['texts']} texts (best of 2): {shown} "
             f"-> {batch_size}")
-    cmd = base + ["--batch-size", str(batch_size)]
     results = []
     for i in range(args.repeat):
         log(f"interpreto get_activations at {INTERPRETO_SPLIT} (round {i + 1}/{args.repeat}) ...")
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=7200, env=env)
-        if done.returncode != 0:
-            tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
-            log(f"interpreto FAILED: {tail}")
-            return [], {"failed": tail}
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        result = run_job(["--batch-size", str(batch_size)])
+        if "failed" in result:
+            return [], result
+        results.append(result)
         log(f"  import {results[-1]['import_seconds']:.1f} s, model load "
             f"{results[-1]['load_seconds']:.1f} s, get_activations "
             f"{results[-1]['call_seconds']:.1f} s, {results[-1]['rows']} token rows "
