@@ -39,6 +39,9 @@ beats interpreto's in-memory extraction on a real corpus. The ratios and their t
 - speed-up over interpreto = interpreto get_activations seconds / raypipe end-to-end seconds at
   split 1 (target >= 1.5), with the plan cache warm, and (for reference) off. Conservative for
   raypipe: its time includes Ray start-up and model load, interpreto's excludes the model load.
+  Each round runs interpreto's job right after raypipe's warm split-1 job, and the median of
+  the rounds' own ratios is printed beside the best-of ratio: a slow phase of the machine
+  (minutes long here) then hits both jobs of a pair instead of one side's best round.
 
 Run (from the repository root; the 2 cores are shared, keep trial runs small):
 
@@ -167,18 +170,21 @@ def warm_plan_cache(model_dir: str, corpus: Path, splits: list[str], cache: Path
 
 
 def measure_raypipe(args: argparse.Namespace, model_dir: str, corpus: Path, tmp: Path,
-                    tokens: int) -> tuple[list[Line], dict]:
-    """Lines 3 and 4: the CLI at the last block and at block 1 with a warm plan cache, and at
-    block 1 with the plan cache off (a first job on the model); alternating when repeated."""
+                    tokens: int, after_round=None) -> tuple[list[Line], dict]:
+    """Lines 3 and 4: the CLI at the last block, at block 1 with the plan cache off (a first job
+    on the model) and at block 1 with it warm, in that order in each round; then
+    ``after_round(i)`` (interpreto's job, timed right after raypipe's warm split-1 job), whose
+    seconds are paired with that job's in ``info["pairs"]``."""
     from bench.raypipe_run import best_of, run_raypipe
 
     cache = tmp / "plan-cache"
     warm_plan_cache(model_dir, corpus, ["-1", "1"], cache)
     splits = (("-1", "raypipe_last", "raypipe end to end, last block", str(cache)),
-              ("1", "raypipe_block1", "raypipe end to end, split 1", str(cache)),
-              ("1", "raypipe_block1_cold", "raypipe e2e, split 1, no plan cache", "off"))
+              ("1", "raypipe_block1_cold", "raypipe e2e, split 1, no plan cache", "off"),
+              ("1", "raypipe_block1", "raypipe end to end, split 1", str(cache)))
     runs: dict[str, list] = {key: [] for _, key, _, _ in splits}
     busy: dict[str, float] = {}
+    pairs: list[tuple[float, float]] = []
     for i in range(args.repeat):
         for split, key, _, plan_cache in splits:
             log(f"raypipe extract --split-points {split}, plan cache {plan_cache} "
@@ -195,7 +201,12 @@ def measure_raypipe(args: argparse.Namespace, model_dir: str, corpus: Path, tmp:
                     f"({run.model_tokens_per_second:,.0f} tokens/s; load average {busy[key]})")
             else:
                 log(f"  FAILED: {run.error}")
-    lines, info = [], {}
+        if after_round is not None:
+            other = after_round(i)
+            block1 = runs["raypipe_block1"][-1]
+            if other is not None and block1.ok:
+                pairs.append((other, block1.wall_seconds))
+    lines, info = [], {"pairs": pairs}
     for split, key, label, _ in splits:
         best = best_of(runs[key])
         info[key] = {"best": best.__dict__, "runs": [r.__dict__ for r in runs[key]]}
@@ -228,60 +239,89 @@ def measure_floor(args: argparse.Namespace, model_dir: str, tmp: Path, tokens: i
                  bare + plain_block1 + write, tokens, load_avg=load_now())], info
 
 
-def measure_interpreto(args: argparse.Namespace, model_dir: str, corpus: Path,
-                       tokens: int) -> tuple[list[Line], dict]:
-    """Line 5: interpreto's get_activations in its own venv (installed on first use)."""
-    from bench.interpreto_venv import ensure_interpreto_venv, venv_python
+class InterpretoRounds:
+    """Line 5: interpreto's get_activations in its own venv (installed on first use).
 
-    problem = ensure_interpreto_venv(args.interpreto_venv, log=log)
-    if problem:
-        log(f"interpreto skipped: {problem}")
-        return [], {"skipped": problem}
-    base = [str(venv_python(args.interpreto_venv)), str(HERE / "bench" / "interpreto_job.py"),
-            "--model", model_dir, "--corpus", str(corpus), "--split", INTERPRETO_SPLIT,
-            "--threads", str(args.threads)]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    ``prepare`` installs it and checks its batch sizes; ``run_round`` times one call. The
+    rounds are run right after raypipe's split-1 job of the same round, so each round gives a
+    pair of jobs measured in the same phase of the machine (see ``paired_ratio``).
+    """
 
-    def run_job(extra: list[str]) -> dict:
+    def __init__(self, args: argparse.Namespace, model_dir: str, corpus: Path) -> None:
+        from bench.interpreto_venv import venv_python
+
+        self.args = args
+        self.base = [str(venv_python(args.interpreto_venv)),
+                     str(HERE / "bench" / "interpreto_job.py"), "--model", model_dir,
+                     "--corpus", str(corpus), "--split", INTERPRETO_SPLIT,
+                     "--threads", str(args.threads)]
+        self.env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        self.batch_size: int | None = args.interpreto_batch_size
+        self.check: dict | None = None
+        self.results: list[dict] = []
+        self.failed: dict | None = None
+
+    def _job(self, extra: list[str]) -> dict:
         """interpreto_job.py with ``extra`` flags: its JSON line, or {"failed": its last lines}."""
-        done = subprocess.run(base + extra, capture_output=True, text=True, timeout=7200, env=env)
+        done = subprocess.run(self.base + extra, capture_output=True, text=True, timeout=7200,
+                              env=self.env)
         if done.returncode != 0:
             tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
             log(f"interpreto FAILED: {tail}")
             return {"failed": tail}
         return json.loads(done.stdout.strip().splitlines()[-1])
 
-    batch_size, check = args.interpreto_batch_size, None
-    if batch_size is None:  # interpreto gets its fastest batch size, as the plain loop does
-        check = run_job(["--check-batch-sizes", ",".join(map(str, INTERPRETO_BATCH_CANDIDATES))])
-        if "failed" in check:
-            return [], check
-        batch_size = check["best_batch_size"]
-        shown = ", ".join(f"{b}: {t:.2f}s" for b, t in check["timings"].items())
-        log(f"interpreto batch size check on {check['texts']} texts (best of 2): {shown} "
-            f"-> {batch_size}")
-    results = []
-    for i in range(args.repeat):
-        log(f"interpreto get_activations at {INTERPRETO_SPLIT} (round {i + 1}/{args.repeat}) ...")
-        result = run_job(["--batch-size", str(batch_size)])
+    def prepare(self) -> bool:
+        """Install interpreto's venv if needed and pick its batch size; False: skip it."""
+        from bench.interpreto_venv import ensure_interpreto_venv
+
+        problem = ensure_interpreto_venv(self.args.interpreto_venv, log=log)
+        if problem:
+            log(f"interpreto skipped: {problem}")
+            self.failed = {"skipped": problem}
+            return False
+        if self.batch_size is None:  # its fastest batch size, as the plain loop gets its best
+            self.check = self._job(["--check-batch-sizes",
+                                    ",".join(map(str, INTERPRETO_BATCH_CANDIDATES))])
+            if "failed" in self.check:
+                self.failed = self.check
+                return False
+            self.batch_size = self.check["best_batch_size"]
+            shown = ", ".join(f"{b}: {t:.2f}s" for b, t in self.check["timings"].items())
+            log(f"interpreto batch size check on {self.check['texts']} texts (best of 2): "
+                f"{shown} -> {self.batch_size}")
+        return True
+
+    def run_round(self, i: int) -> float | None:
+        """One timed get_activations call (round ``i``): its seconds, or None once failed."""
+        if self.failed:
+            return None
+        log(f"interpreto get_activations at {INTERPRETO_SPLIT} (round {i + 1}/{self.args.repeat}) ...")
+        result = self._job(["--batch-size", str(self.batch_size)])
         if "failed" in result:
-            return [], result
-        results.append(result)
-        log(f"  import {results[-1]['import_seconds']:.1f} s, model load "
-            f"{results[-1]['load_seconds']:.1f} s, get_activations "
-            f"{results[-1]['call_seconds']:.1f} s, {results[-1]['rows']} token rows "
+            self.failed = result
+            return None
+        self.results.append(result)
+        log(f"  import {result['import_seconds']:.1f} s, model load {result['load_seconds']:.1f} s, "
+            f"get_activations {result['call_seconds']:.1f} s, {result['rows']} token rows "
             f"(load average {load_now()})")
-    result = dict(min(results, key=lambda r: r["call_seconds"]), runs=results,
-                  batch_size_check=check)
-    for key in ("import_seconds", "load_seconds"):
-        result[key] = min(r[key] for r in results)
-    busy = load_now()
-    lines = [Line("interpreto_block1", f"interpreto get_activations, split 1, batch {batch_size}",
-                  result["call_seconds"], tokens, load_avg=busy),
-             Line("interpreto_block1_with_load", "interpreto imports + load + call, split 1",
-                  result["import_seconds"] + result["load_seconds"] + result["call_seconds"],
-                  tokens, load_avg=busy)]
-    return lines, result
+        return result["call_seconds"]
+
+    def lines(self, tokens: int) -> tuple[list[Line], dict]:
+        if self.failed or not self.results:
+            return [], self.failed or {"failed": "no round ran"}
+        results = self.results
+        result = dict(min(results, key=lambda r: r["call_seconds"]), runs=results,
+                      batch_size_check=self.check)
+        for key in ("import_seconds", "load_seconds"):
+            result[key] = min(r[key] for r in results)
+        busy = load_now()
+        return [Line("interpreto_block1",
+                     f"interpreto get_activations, split 1, batch {self.batch_size}",
+                     result["call_seconds"], tokens, load_avg=busy),
+                Line("interpreto_block1_with_load", "interpreto imports + load + call, split 1",
+                     result["import_seconds"] + result["load_seconds"] + result["call_seconds"],
+                     tokens, load_avg=busy)], result
 
 
 def environment(args: argparse.Namespace, n_texts: int) -> dict:
@@ -310,20 +350,32 @@ def main(argv: list[str] | None = None) -> int:
         lines, plain_info = measure_plain(args, model_dir, texts)
         tokens = plain_info["tokens"]
         details = {"plain": plain_info}
+        interpreto = None
+        if args.skip_interpreto:
+            details["interpreto"] = {"skipped": "--skip-interpreto"}
+        else:
+            interpreto = InterpretoRounds(args, model_dir, corpus)
+            if not interpreto.prepare():
+                details["interpreto"], interpreto = interpreto.failed, None
+        pairs = []
         if not args.skip_raypipe:
-            more, details["raypipe"] = measure_raypipe(args, model_dir, corpus, tmp, tokens)
+            more, details["raypipe"] = measure_raypipe(
+                args, model_dir, corpus, tmp, tokens,
+                after_round=interpreto.run_round if interpreto else None)
+            pairs = details["raypipe"]["pairs"]
             lines += more
+        elif interpreto:
+            for i in range(args.repeat):
+                interpreto.run_round(i)
         if not args.skip_floor:
             plain_block1 = next(line.seconds for line in lines if line.key == "plain_block1")
             more, details["floor"] = measure_floor(args, model_dir, tmp, tokens, plain_info,
                                                      plain_block1)
             lines += more
-        if args.skip_interpreto:
-            details["interpreto"] = {"skipped": "--skip-interpreto"}
-        else:
-            more, details["interpreto"] = measure_interpreto(args, model_dir, corpus, tokens)
+        if interpreto:
+            more, details["interpreto"] = interpreto.lines(tokens)
             lines += more
-    ratios = compute_ratios({line.key: line for line in lines})
+    ratios = compute_ratios({line.key: line for line in lines}, pairs)
     print()
     print(text_table(lines, ratios, env, tokens))
     print()
