@@ -17,9 +17,11 @@ Lines, per method:
 2. raypipe: ``raypipe attribute ... --no-progress`` as a subprocess; wall time end to end
    (imports, Ray start-up, model load, writes), plus the job's own model-stage throughput
    (``forward_rows_per_second`` in the manifest summary).
-3. interpreto 0.5.2 (``Occlusion`` / ``KernelShap``, ``Granularity.WORD``, its default
-   ``batch_size``), in a side venv (it needs nnsight<0.8); the explainer call is timed on its
-   own, imports and model load separately.
+3. interpreto 0.5.2 (``Occlusion`` / ``KernelShap``, ``Granularity.WORD``), in a side venv (it
+   needs nnsight<0.8), at the ``batch_size`` a quick check finds fastest for each method (4, its
+   own default, 16, 32 or 64, timed on 40 of the sentences before the rounds), as the plain loop
+   gets its best batching; the explainer call is timed on its own, imports and model load
+   separately.
 
 Ratios and targets:
 
@@ -76,6 +78,7 @@ DATA = Path("/work/shared/data/rt-polarity")
 FILES = ("rt-polarity.pos", "rt-polarity.neg")
 INTERPRETO_VENV = ROOT / ".bench" / "interpreto-venv"
 METHODS = ("occlusion", "kernel_shap")
+INTERPRETO_BATCH_CANDIDATES = (4, 16, 32, 64)  # 4 is interpreto's own default
 # raypipe's default is a budget of 8192 padded tokens; on these CPUs smaller batches were faster
 BATCH_CANDIDATES = [("fixed", 16), ("fixed", 32), ("fixed", 64), ("budget", 1024),
                     ("budget", 2048), ("budget", 4096), ("budget", 8192)]
@@ -109,7 +112,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--interpreto-venv", type=Path, default=INTERPRETO_VENV,
                    help=f"side venv for interpreto (default {INTERPRETO_VENV})")
     p.add_argument("--interpreto-batch-size", type=int, default=None,
-                   help="override interpreto's batch_size (default: interpreto's own default)")
+                   help="interpreto's batch_size (default: the fastest of "
+                        f"{','.join(map(str, INTERPRETO_BATCH_CANDIDATES))} for each method, "
+                        "checked on 40 sentences first, as the plain loop's batching is)")
     p.add_argument("--raypipe-extra", default="",
                    help="extra flags for `raypipe attribute`, as one string: "
                         "--raypipe-extra=\"--batch-tokens 1024\"")
@@ -250,28 +255,52 @@ def run_raypipe(args, model_dir: str, corpus: Path, method: str, out: Path, tmp:
             "documents": summary.get("documents"), "load_average": load_now()}
 
 
-def run_interpreto(args, model_dir: str, corpus: Path, method: str) -> dict:
+def _interpreto_job(args, model_dir: str, corpus: Path, method: str, extra: list[str]) -> dict:
+    """interpreto_attribute_job.py with ``extra`` flags: its JSON line with ok=True and the
+    process's seconds, or ok=False and why."""
     from bench.interpreto_venv import venv_python
 
     cmd = [str(venv_python(args.interpreto_venv)), str(HERE / "bench" / "interpreto_attribute_job.py"),
            "--model", model_dir, "--corpus", str(corpus), "--method", method,
            "--n-samples", str(args.n_samples), "--threads", str(args.threads),
-           "--device", args.device]
-    if args.interpreto_batch_size:
-        cmd += ["--batch-size", str(args.interpreto_batch_size)]
+           "--device", args.device, *extra]
     t0 = time.perf_counter()
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600,
                               env=dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"))
     except (OSError, subprocess.TimeoutExpired) as err:
         return {"ok": False, "error": str(err)}
-    process = time.perf_counter() - t0
     if done.returncode != 0:
         tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
         return {"ok": False, "error": f"exit {done.returncode}: {tail}"}
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    result.update(ok=True, process_seconds=process, load_average=load_now(),
-                  whole_seconds=result["import_seconds"] + result["load_seconds"] + result["call_seconds"])
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]), ok=True,
+                process_seconds=time.perf_counter() - t0)
+
+
+def interpreto_batch_size(args, model_dir: str, corpus: Path, method: str) -> tuple[int | None, dict]:
+    """interpreto's batch_size for ``method``: --interpreto-batch-size, or the fastest candidate
+    on 40 sentences (None when the check fails: interpreto's own default is used)."""
+    if args.interpreto_batch_size:
+        return args.interpreto_batch_size, {"given": args.interpreto_batch_size}
+    check = _interpreto_job(args, model_dir, corpus, method, [
+        "--check-batch-sizes", ",".join(map(str, INTERPRETO_BATCH_CANDIDATES)), "--check-texts", "40"])
+    if not check["ok"]:
+        log(f"interpreto batch size check for {method} FAILED ({check['error']}); "
+            "its default batch_size is used")
+        return None, check
+    shown = ", ".join(f"{b}: {t:.2f}s" for b, t in check["timings"].items())
+    log(f"interpreto batch size check, {method}, {check['texts']} sentences (best of 2): {shown} "
+        f"-> {check['best_batch_size']}")
+    return check["best_batch_size"], check
+
+
+def run_interpreto(args, model_dir: str, corpus: Path, method: str,
+                   batch_size: int | None) -> dict:
+    result = _interpreto_job(args, model_dir, corpus, method,
+                             ["--batch-size", str(batch_size)] if batch_size else [])
+    if result["ok"]:
+        result.update(load_average=load_now(), whole_seconds=result["import_seconds"]
+                      + result["load_seconds"] + result["call_seconds"])
     return result
 
 
@@ -376,9 +405,10 @@ METHOD_LABELS = {"occlusion": "Occlusion", "kernel_shap": "KernelSHAP"}
 def markdown(summary: dict, env: dict) -> str:
     methods = list(summary)
     n = env["repeat"]
-    batch = next((s["interpreto_batch_size"] for s in summary.values() if s["interpreto_batch_size"]), None)
+    batches = ", ".join(f"{METHOD_LABELS[m]} {s['interpreto_batch_size']}"
+                        for m, s in summary.items() if s["interpreto_batch_size"])
     interp = " ".join(x for x in ("interpreto", env.get("interpreto_version"),
-                                  f"(its default batch_size={batch})" if batch else None) if x)
+                                  f"(batch_size {batches})" if batches else None) if x)
     rows = "; ".join(f"{METHOD_LABELS[m]} {_fmt(s['rows']['raypipe'], ',')} / "
                      f"{_fmt(s['rows']['plain'], ',')} / {_fmt(s['rows']['interpreto'], ',')}"
                      for m, s in summary.items())
@@ -441,7 +471,7 @@ def markdown(summary: dict, env: dict) -> str:
             "the least disturbed estimate on a shared machine. 1-minute load average "
             f"{env['load_min']:.1f}–{env['load_max']:.1f} on {env['cpu_count']} cores during the "
             "runs (others' work included; above the core count, 2-thread forwards slow down "
-            "several-fold, interpreto's batches of 4 most)."]
+            "several-fold, small batches most)."]
     return "\n".join(out)
 
 
@@ -492,6 +522,11 @@ def main(argv: list[str] | None = None) -> int:
             model_dir, args.threads, tmp, args.repeat, log,
             auto_class="AutoModelForSequenceClassification", device=args.device)
         sides = ["plain", "raypipe"] + ([] if interp_problem else ["interpreto"])
+        batch_sizes, batch_checks = {}, {}
+        if not interp_problem:  # interpreto gets its fastest batch size, as the plain loop does
+            for method in args.methods:
+                batch_sizes[method], batch_checks[method] = interpreto_batch_size(
+                    args, model_dir, corpus, method)
         for i in range(args.repeat):
             order = sides if i % 2 == 0 else sides[::-1]
             for method in args.methods:
@@ -501,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
                     elif side == "raypipe":
                         r = run_raypipe(args, model_dir, corpus, method, tmp / f"store-{method}-{i}", tmp)
                     else:
-                        r = run_interpreto(args, model_dir, corpus, method)
+                        r = run_interpreto(args, model_dir, corpus, method, batch_sizes[method])
                     runs[method][side].append(r)
                     log(f"round {i + 1}/{args.repeat} {method:<11} {side:<10} {describe(side, r)} "
                         f"(load average {load_now()})")
@@ -516,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     env["bare_ray_seconds"] = bare_ray
     env["plain_batching"] = batching["scheme"]
     env["plain_batching_check"] = batching["check_seconds"]
+    env["interpreto_batch_check"] = batch_checks
     print()
     print(markdown(summary, env))
     if interp_problem:

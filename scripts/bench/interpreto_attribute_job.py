@@ -5,6 +5,10 @@ Prints one JSON line: import_seconds (torch, transformers, interpreto), load_sec
 call, the predicted class explained, WORD granularity), forward_rows / forward_calls (rows and
 batches the classifier's forward saw during the call, counted by a forward pre-hook) and the
 batch size used (interpreto's own default unless ``--batch-size`` is given).
+
+With ``--check-batch-sizes 4,16,32 --check-texts N`` it instead times the explainer on N texts
+spread over the corpus at each batch size and prints the fastest (the benchmark gives interpreto
+its best batch size, as the plain loop gets its best batching).
 """
 from __future__ import annotations
 
@@ -31,6 +35,9 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=None, help="default: interpreto's own")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--device", default="cpu", help="cpu or cuda: the explainer's device")
+    p.add_argument("--check-batch-sizes", default="",
+                   help="comma-separated batch sizes: time each on --check-texts texts instead")
+    p.add_argument("--check-texts", type=int, default=40)
     args = p.parse_args()
 
     import interpreto
@@ -46,14 +53,11 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForSequenceClassification.from_pretrained(args.model).eval().to(args.device)
     cls = getattr(interpreto, EXPLAINERS[args.method])
-    params = inspect.signature(cls.__init__).parameters
-    default_batch = params["batch_size"].default
-    kwargs = {"granularity": interpreto.Granularity.WORD, "device": torch.device(args.device)}
-    if args.batch_size is not None:
-        kwargs["batch_size"] = args.batch_size
-    if args.method == "kernel_shap":
-        kwargs["n_perturbations"] = args.n_samples
-    explainer = cls(model, tokenizer, **kwargs)
+    default_batch = inspect.signature(cls.__init__).parameters["batch_size"].default
+    if args.check_batch_sizes:
+        print(json.dumps(check_batch_sizes(args, cls, model, tokenizer, texts)))
+        return
+    explainer = make_explainer(args, cls, model, tokenizer, args.batch_size)
     load = time.perf_counter() - t0
 
     seen = {"rows": 0, "calls": 0}
@@ -80,6 +84,37 @@ def main() -> None:
         "default_batch_size": default_batch,
         "n_perturbations": args.n_samples if args.method == "kernel_shap" else None,
         "threads": torch.get_num_threads(), "device": args.device}))
+
+
+def make_explainer(args, cls, model, tokenizer, batch_size: int | None):
+    """interpreto's explainer as the benchmark runs it (``batch_size`` None: its default)."""
+    import interpreto
+    import torch
+
+    kwargs = {"granularity": interpreto.Granularity.WORD, "device": torch.device(args.device)}
+    if batch_size is not None:
+        kwargs["batch_size"] = batch_size
+    if args.method == "kernel_shap":
+        kwargs["n_perturbations"] = args.n_samples
+    return cls(model, tokenizer, **kwargs)
+
+
+def check_batch_sizes(args, cls, model, tokenizer, texts: list[str]) -> dict:
+    """The fastest of ``--check-batch-sizes`` on ``--check-texts`` texts spread over the corpus,
+    best of two rounds after a warm-up on a few texts."""
+    step = max(1, len(texts) // args.check_texts)
+    sample = texts[::step][: args.check_texts]
+    sizes = [int(b) for b in args.check_batch_sizes.split(",") if b.strip()]
+    explainers = {b: make_explainer(args, cls, model, tokenizer, b) for b in sizes}
+    explainers[sizes[0]](sample[:4])  # warm-up
+    timings = {b: float("inf") for b in sizes}
+    for _ in range(2):
+        for b in sizes:
+            t0 = time.perf_counter()
+            explainers[b](sample)
+            timings[b] = min(timings[b], time.perf_counter() - t0)
+    return {"best_batch_size": min(timings, key=timings.get), "timings": timings,
+            "texts": len(sample), "method": args.method}
 
 
 if __name__ == "__main__":
