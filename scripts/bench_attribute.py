@@ -258,23 +258,17 @@ def run_raypipe(args, model_dir: str, corpus: Path, method: str, out: Path, tmp:
 def _interpreto_job(args, model_dir: str, corpus: Path, method: str, extra: list[str]) -> dict:
     """interpreto_attribute_job.py with ``extra`` flags: its JSON line with ok=True and the
     process's seconds, or ok=False and why."""
-    from bench.interpreto_venv import venv_python
+    from bench.interpreto_venv import run_in_venv
 
-    cmd = [str(venv_python(args.interpreto_venv)), str(HERE / "bench" / "interpreto_attribute_job.py"),
-           "--model", model_dir, "--corpus", str(corpus), "--method", method,
-           "--n-samples", str(args.n_samples), "--threads", str(args.threads),
-           "--device", args.device, *extra]
     t0 = time.perf_counter()
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600,
-                              env=dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"))
-    except (OSError, subprocess.TimeoutExpired) as err:
+        result = run_in_venv(args.interpreto_venv, HERE / "bench" / "interpreto_attribute_job.py",
+                             ["--model", model_dir, "--corpus", str(corpus), "--method", method,
+                              "--n-samples", str(args.n_samples), "--threads", str(args.threads),
+                              "--device", args.device, *extra], timeout=3600)
+    except RuntimeError as err:
         return {"ok": False, "error": str(err)}
-    if done.returncode != 0:
-        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
-        return {"ok": False, "error": f"exit {done.returncode}: {tail}"}
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]), ok=True,
-                process_seconds=time.perf_counter() - t0)
+    return dict(result, ok=True, process_seconds=time.perf_counter() - t0)
 
 
 def interpreto_batch_size(args, model_dir: str, corpus: Path, method: str) -> tuple[int | None, dict]:

@@ -248,28 +248,24 @@ class InterpretoRounds:
     """
 
     def __init__(self, args: argparse.Namespace, model_dir: str, corpus: Path) -> None:
-        from bench.interpreto_venv import venv_python
-
         self.args = args
-        self.base = [str(venv_python(args.interpreto_venv)),
-                     str(HERE / "bench" / "interpreto_job.py"), "--model", model_dir,
-                     "--corpus", str(corpus), "--split", INTERPRETO_SPLIT,
+        self.base = ["--model", model_dir, "--corpus", str(corpus), "--split", INTERPRETO_SPLIT,
                      "--threads", str(args.threads)]
-        self.env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
         self.batch_size: int | None = args.interpreto_batch_size
         self.check: dict | None = None
         self.results: list[dict] = []
         self.failed: dict | None = None
 
     def _job(self, extra: list[str]) -> dict:
-        """interpreto_job.py with ``extra`` flags: its JSON line, or {"failed": its last lines}."""
-        done = subprocess.run(self.base + extra, capture_output=True, text=True, timeout=7200,
-                              env=self.env)
-        if done.returncode != 0:
-            tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
-            log(f"interpreto FAILED: {tail}")
-            return {"failed": tail}
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        """interpreto_job.py with ``extra`` flags: its JSON line, or {"failed": why}."""
+        from bench.interpreto_venv import run_in_venv
+
+        try:
+            return run_in_venv(self.args.interpreto_venv, HERE / "bench" / "interpreto_job.py",
+                               self.base + extra, timeout=7200)
+        except RuntimeError as err:
+            log(f"interpreto FAILED: {err}")
+            return {"failed": str(err)}
 
     def prepare(self) -> bool:
         """Install interpreto's venv if needed and pick its batch size; False: skip it."""

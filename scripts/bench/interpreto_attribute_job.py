@@ -100,21 +100,14 @@ def make_explainer(args, cls, model, tokenizer, batch_size: int | None):
 
 
 def check_batch_sizes(args, cls, model, tokenizer, texts: list[str]) -> dict:
-    """The fastest of ``--check-batch-sizes`` on ``--check-texts`` texts spread over the corpus,
-    best of two rounds after a warm-up on a few texts."""
-    step = max(1, len(texts) // args.check_texts)
-    sample = texts[::step][: args.check_texts]
-    sizes = [int(b) for b in args.check_batch_sizes.split(",") if b.strip()]
-    explainers = {b: make_explainer(args, cls, model, tokenizer, b) for b in sizes}
-    explainers[sizes[0]](sample[:4])  # warm-up
-    timings = {b: float("inf") for b in sizes}
-    for _ in range(2):
-        for b in sizes:
-            t0 = time.perf_counter()
-            explainers[b](sample)
-            timings[b] = min(timings[b], time.perf_counter() - t0)
-    return {"best_batch_size": min(timings, key=timings.get), "timings": timings,
-            "texts": len(sample), "method": args.method}
+    """The fastest of ``--check-batch-sizes`` on ``--check-texts`` texts spread over the corpus
+    (one explainer per batch size)."""
+    from fastest_batch import fastest_batch_size, parse_sizes, spread_sample
+
+    run_at = {b: make_explainer(args, cls, model, tokenizer, b)
+              for b in parse_sizes(args.check_batch_sizes)}
+    return dict(fastest_batch_size(run_at, spread_sample(texts, args.check_texts), warm_up=4),
+                method=args.method)
 
 
 if __name__ == "__main__":

@@ -64,27 +64,19 @@ def main() -> None:
 
 def check_batch_sizes(args, texts: list[str]) -> dict:
     """The fastest of ``--check-batch-sizes`` on ``--check-texts`` texts spread over the corpus
-    (corpus order kept, as the timed call keeps it), best of two rounds after a warm-up."""
+    (one wrapper per batch size)."""
+    from fastest_batch import fastest_batch_size, parse_sizes, spread_sample
     from interpreto import ModelWithSplitPoints
     from transformers import AutoModel, AutoTokenizer
 
-    step = max(1, len(texts) // args.check_texts)
-    sample = texts[::step][: args.check_texts]
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    sizes = [int(b) for b in args.check_batch_sizes.split(",") if b.strip()]
-    models = {b: ModelWithSplitPoints(args.model, split_point=args.split, automodel=AutoModel,
-                                      tokenizer=tokenizer, batch_size=b, device_map="cpu")
-              for b in sizes}
     granularity = ModelWithSplitPoints.activation_granularities.TOKEN
-    models[sizes[0]].get_activations(sample[:64], activation_granularity=granularity)  # warm-up
-    timings = {b: float("inf") for b in sizes}
-    for _ in range(2):
-        for b in sizes:
-            t0 = time.perf_counter()
-            models[b].get_activations(sample, activation_granularity=granularity)
-            timings[b] = min(timings[b], time.perf_counter() - t0)
-    return {"best_batch_size": min(timings, key=timings.get), "timings": timings,
-            "texts": len(sample)}
+    run_at = {}
+    for b in parse_sizes(args.check_batch_sizes):
+        model = ModelWithSplitPoints(args.model, split_point=args.split, automodel=AutoModel,
+                                     tokenizer=tokenizer, batch_size=b, device_map="cpu")
+        run_at[b] = lambda texts, m=model: m.get_activations(texts, activation_granularity=granularity)
+    return fastest_batch_size(run_at, spread_sample(texts, args.check_texts), warm_up=64)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,24 @@ def venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
+def run_in_venv(venv: Path, script: Path, args: list[str], timeout: float) -> dict:
+    """Run one of the side-venv job scripts, hub offline: the JSON object its last stdout line
+    holds, or a RuntimeError with why (exit status and its last lines, or the timeout)."""
+    import json
+    import os
+
+    try:
+        done = subprocess.run([str(venv_python(venv)), str(script), *args], capture_output=True,
+                              text=True, timeout=timeout,
+                              env=dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"))
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise RuntimeError(str(err)) from None
+    if done.returncode != 0:
+        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+        raise RuntimeError(f"exit {done.returncode}: {tail}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def is_ready(venv: Path) -> bool:
     """True when the venv exists and can import interpreto."""
     python = venv_python(venv)
